@@ -1,0 +1,55 @@
+# COLO-HA fork of QEMU: entry points.  See README.md.
+#
+#   make            install deps, prepare build/qemu, configure, build
+#   make check      build, then run fork/check-suites; ends "N passed, N failed"
+#   make check-one SUITE=name   one suite of fork/check-suites (substring)
+#   make bench      benchmarks under bench/ (fork vs upstream)
+#   make prepare    (re)prepare build/qemu from the pin + patches/ + overlay
+#   make export-patches         regenerate patches/ from build/qemu's commits
+#   make clean      remove build/ (the tarball and ccache stay cached)
+
+TOP := $(CURDIR)
+BUILD := $(TOP)/build/qemu/build
+JOBS ?= $(shell nproc)
+
+# ccache: paths are rewritten relative to the clone, so a fresh clone
+# elsewhere reuses the cache.
+export CCACHE_DIR ?= /var/cache/colo-ha-fork/ccache
+export CCACHE_BASEDIR := $(TOP)
+export CCACHE_NOHASHDIR := 1
+export PATH := /usr/lib/ccache:$(PATH)
+
+# Test binaries the check suites need besides the emulator and the tools.
+TEST_TARGETS := $(shell sed -e 's/\#.*//' fork/check-suites 2>/dev/null | \
+	awk '$$1 ~ /^qtest-/ { sub(/.*\//, "", $$1); print "tests/qtest/" $$1 } \
+	     $$1 ~ /^unit\// { sub(/.*\//, "", $$1); print "tests/unit/" $$1 }')
+
+.PHONY: all deps prepare configure build check check-one bench demo \
+	export-patches clean
+
+all: build
+
+deps:
+	@fork/install-deps
+
+prepare: deps
+	@fork/prepare
+
+configure: prepare
+	@fork/configure-qemu
+
+build: configure
+	$(MAKE) -C $(BUILD) -j$(JOBS) all $(TEST_TARGETS)
+
+check: build
+	@fork/check
+
+check-one: build
+	@test -n "$(SUITE)" || { echo "usage: make check-one SUITE=name" >&2; exit 2; }
+	@fork/check $(SUITE)
+
+export-patches:
+	@fork/export-patches
+
+clean:
+	rm -rf build
