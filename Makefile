@@ -21,8 +21,8 @@ export PATH := /usr/lib/ccache:$(PATH)
 
 # Test binaries the check suites need besides the emulator and the tools.
 TEST_TARGETS := $(shell sed -e 's/\#.*//' fork/check-suites 2>/dev/null | \
-	awk '$$1 ~ /^qtest-/ { sub(/.*\//, "", $$1); print "tests/qtest/" $$1 } \
-	     $$1 ~ /^unit\// { sub(/.*\//, "", $$1); print "tests/unit/" $$1 }')
+	awk '$$1 ~ /^qtest-/ { sub(/.*\//, "", $$1); print "tests/qtest/" $$1; next } \
+	     $$1 ~ /^test-/ { print "tests/unit/" $$1 }')
 
 .PHONY: all deps prepare configure build check check-one bench demo \
 	export-patches clean
@@ -39,7 +39,8 @@ configure: prepare
 	@fork/configure-qemu
 
 build: configure
-	$(MAKE) -C $(BUILD) -j$(JOBS) all $(TEST_TARGETS)
+	$(MAKE) -C $(BUILD) -j$(JOBS) all
+	ninja -C $(BUILD) -j$(JOBS) $(TEST_TARGETS)
 
 check: build
 	@fork/check

@@ -55,13 +55,16 @@ static bool type_exists(QTestState *qts, const char *type)
 static void test_colo_proxy_objects(void)
 {
     g_autofree char *dir = g_dir_make_tmp("colo-ha-build-XXXXXX", NULL);
-    const char *chardevs[] = { "pri-in", "sec-in", "out", "mirror0" };
+    const char *chardevs[] = {
+        "pri-in", "sec-in", "cmp-out", "redir-in", "mirror0",
+    };
     const char *types[] = {
         "colo-compare", "filter-mirror", "filter-redirector",
         "filter-rewriter", "filter-buffer", "iothread",
     };
     GString *args = g_string_new("-nodefaults -netdev hubport,id=hn0,hubid=0");
     QTestState *qts;
+    QDict *rsp;
     size_t i;
 
     for (i = 0; i < ARRAY_SIZE(chardevs); i++) {
@@ -89,15 +92,30 @@ static void test_colo_proxy_objects(void)
     qtest_qmp_assert_success(qts, "{ 'execute': 'object-add', 'arguments':"
                              " { 'qom-type': 'filter-redirector', 'id': 'fr0',"
                              "   'netdev': 'hn0', 'queue': 'rx',"
-                             "   'indev': 'out' } }");
+                             "   'indev': 'redir-in' } }");
     qtest_qmp_assert_success(qts, "{ 'execute': 'object-add', 'arguments':"
                              " { 'qom-type': 'filter-rewriter', 'id': 'rw0',"
                              "   'netdev': 'hn0', 'queue': 'all' } }");
+
+    /*
+     * A chardev already taken by another frontend is refused with an
+     * error; upstream 10.2.2 aborted in colo_compare_finalize() here.
+     */
+    rsp = qtest_qmp_assert_failure_ref(qts, "{ 'execute': 'object-add',"
+                             " 'arguments': { 'qom-type': 'colo-compare',"
+                             "   'id': 'cmp0', 'primary_in': 'pri-in',"
+                             "   'secondary_in': 'sec-in',"
+                             "   'outdev': 'mirror0', 'iothread': 'iot0' } }");
+    g_assert_nonnull(strstr(qdict_get_str(rsp, "desc"), "mirror0"));
+    qobject_unref(rsp);
+
     qtest_qmp_assert_success(qts, "{ 'execute': 'object-add', 'arguments':"
                              " { 'qom-type': 'colo-compare', 'id': 'cmp0',"
                              "   'primary_in': 'pri-in',"
                              "   'secondary_in': 'sec-in',"
-                             "   'outdev': 'out', 'iothread': 'iot0' } }");
+                             "   'outdev': 'cmp-out', 'iothread': 'iot0' } }");
+    qtest_qmp_assert_success(qts, "{ 'execute': 'object-del',"
+                             "  'arguments': { 'id': 'cmp0' } }");
     qtest_quit(qts);
 
     for (i = 0; i < ARRAY_SIZE(chardevs); i++) {
@@ -130,14 +148,14 @@ static void test_block_replication_drivers(void)
     /* nbd: export a node and open it again through the client driver */
     qtest_qmp_assert_success(qts, "{ 'execute': 'nbd-server-start',"
                              "  'arguments': { 'addr': { 'type': 'unix',"
-                             "    'path': %s } } }", sock);
+                             "    'data': { 'path': %s } } } }", sock);
     qtest_qmp_assert_success(qts, "{ 'execute': 'blockdev-add', 'arguments':"
                              " { 'driver': 'null-co', 'node-name': 'disk2',"
                              "   'size': 1048576 } }");
     qtest_qmp_assert_success(qts, "{ 'execute': 'nbd-server-add',"
                              "  'arguments': { 'device': 'disk2' } }");
     qtest_qmp_assert_success(qts, "{ 'execute': 'blockdev-add', 'arguments':"
-                             " { 'driver': 'nbd', 'node-name': 'nbd0',"
+                             " { 'driver': 'nbd', 'node-name': 'nbd0', 'read-only': true,"
                              "   'export': 'disk2', 'server': { 'type': 'unix',"
                              "   'path': %s } } }", sock);
     qtest_qmp_assert_success(qts, "{ 'execute': 'blockdev-del',"
