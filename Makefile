@@ -49,6 +49,10 @@ check-one: build
 	@test -n "$(SUITE)" || { echo "usage: make check-one SUITE=name" >&2; exit 2; }
 	@fork/check $(SUITE)
 
+bench: build
+	@fork/build-upstream
+	@bench/run
+
 export-patches:
 	@fork/export-patches
 

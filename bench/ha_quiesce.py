@@ -1,0 +1,180 @@
+#!/usr/bin/python3
+"""Benchmark: how fast is a VM made safe for failover?
+
+A running guest (the COLO test guest: a background disk writer plus a TCP
+client pinging it over user networking) is frozen, and two times are taken
+from the trigger:
+  - to "safe": the fork's FAILOVER_SAFE event; for upstream the last reply
+    of an external agent's QMP sequence (stop, blockdev-set-active
+    active=false, netdev_del), the best upstream 10.2.2 can do over QMP;
+  - to the image lock released: another process could now open the disk
+    image read-write (no OFD lock of QEMU's left on the image's lock bytes,
+    polled every 0.2 ms).
+Fork and upstream runs alternate, so both see the same machine load.
+"""
+
+import argparse
+import fcntl
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+
+
+def image_unlocked(path):
+    """True when a read-write opener would get every lock QEMU takes."""
+    # struct flock: l_type, l_whence, l_start, l_len, l_pid
+    req = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        rsp = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, req)
+    finally:
+        os.close(fd)
+    return struct.unpack("hhqqi4x", rsp)[0] == fcntl.F_UNLCK
+
+
+class LockWatcher(threading.Thread):
+    def __init__(self, path):
+        super().__init__(daemon=True)
+        self.path = path
+        self.released_at = None
+        self.stop = False
+
+    def run(self):
+        while not self.stop:
+            if image_unlocked(self.path):
+                self.released_at = time.monotonic()
+                return
+            time.sleep(0.0002)
+
+
+class Pinger(threading.Thread):
+    """Network load: one persistent connection, a request every 10 ms."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port = port
+        self.stop = False
+        self.replies = 0
+
+    def run(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port),
+                                          timeout=2) as s:
+                f = s.makefile("rw")
+                while not self.stop:
+                    f.write("PING bench\n")
+                    f.flush()
+                    if not f.readline():
+                        return
+                    self.replies += 1
+                    time.sleep(0.01)
+        except OSError:
+            return
+
+
+def one_run(flavour, trigger, g, workdir):
+    image = os.path.join(workdir, "disk.raw")
+    with open(image, "wb") as f:
+        f.truncate(64 << 20)
+    port = benchlib.free_port()
+    args = ["-accel", "tcg", "-m", "128", "-smp", "1",
+            "-kernel", g["kernel"], "-initrd", g["initrd"],
+            "-append", g["append"] + " colo_ip=10.0.2.15/24"
+            " colo_bg_interval=0.02",
+            "-drive", "if=none,id=d0,file=%s,format=raw,node-name=disk0"
+            % image,
+            "-device", "ide-hd,drive=d0",
+            "-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:%d-:7777" % port,
+            "-device", "e1000,romfile=,netdev=n0"]
+    if flavour == "fork" and trigger == "memory-failure":
+        args += ["-action", "memory-failure=freeze"]
+    vm = benchlib.Qemu(flavour, args, workdir)
+    try:
+        vm.wait_console("COLO-GUEST-READY", timeout=90)
+        pinger = Pinger(port)
+        pinger.start()
+        time.sleep(1.0)
+        if pinger.replies == 0:
+            raise RuntimeError("no network traffic reached the guest")
+        if image_unlocked(image):
+            raise RuntimeError("image not locked while the VM runs")
+        watcher = LockWatcher(image)
+        watcher.start()
+        t0 = time.monotonic()
+        if flavour == "fork":
+            if trigger == "memory-failure":
+                vm.cmd("x-inject-memory-failure", address=0x100000,
+                       **{"action-required": False})
+            else:
+                vm.cmd("ha-quiesce", reason="bench")
+            ev = vm.qmp.pull_event(wait=10.0)
+            while ev and ev["event"] != "FAILOVER_SAFE":
+                ev = vm.qmp.pull_event(wait=10.0)
+            if not ev:
+                raise RuntimeError("no FAILOVER_SAFE event")
+            t_safe = time.monotonic()
+        else:
+            vm.cmd("stop")
+            vm.cmd("blockdev-set-active", active=False)
+            vm.cmd("netdev_del", id="n0")
+            t_safe = time.monotonic()
+        watcher.join(10)
+        pinger.stop = True
+        if watcher.released_at is None:
+            raise RuntimeError("image lock never released")
+        return (t_safe - t0) * 1000.0, (watcher.released_at - t0) * 1000.0
+    finally:
+        vm.kill()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--json", help="write the results here too")
+    opts = ap.parse_args()
+    g = benchlib.guest()
+    variants = [("fork", "ha-quiesce"), ("fork", "memory-failure"),
+                ("upstream", "qmp-agent")]
+    results = {v: ([], []) for v in variants}
+    workdir = benchlib.scratch_dir("ha-bench-")
+    try:
+        for i in range(opts.runs):
+            for v in variants:
+                safe, lock = one_run(v[0], v[1], g, workdir)
+                results[v][0].append(safe)
+                results[v][1].append(lock)
+            print("run %d/%d done" % (i + 1, opts.runs), file=sys.stderr)
+    finally:
+        benchlib.remove(workdir)
+
+    print("HA quiesce: trigger to safe / to image lock released (ms), "
+          "%d runs each, TCG guest with disk writes and TCP traffic"
+          % opts.runs)
+    print("%-28s %10s %10s %12s %12s" % ("variant", "safe p50", "safe p99",
+                                         "unlock p50", "unlock p99"))
+    table = {}
+    for v in variants:
+        s, l = (benchlib.summary(x) for x in results[v])
+        table["%s/%s" % v] = {"safe_ms": s, "unlock_ms": l}
+        print("%-28s %10.2f %10.2f %12.2f %12.2f"
+              % ("%s (%s)" % v, s["p50"], s["p99"], l["p50"], l["p99"]))
+    up = table["upstream/qmp-agent"]
+    for name in ("fork/ha-quiesce", "fork/memory-failure"):
+        f = table[name]
+        print("ratio upstream/%s: safe p50 %.1fx, unlock p50 %.1fx"
+              % (name, up["safe_ms"]["p50"] / f["safe_ms"]["p50"],
+                 up["unlock_ms"]["p50"] / f["unlock_ms"]["p50"]))
+    if opts.json:
+        with open(opts.json, "w") as f:
+            json.dump(table, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
