@@ -430,6 +430,50 @@ static void test_memory_failure_ao_freeze(void)
     qtest_quit(qts);
 }
 
+/* The error log keeps the first and the last 32 and counts the rest */
+static void test_hardware_error_log_bounded(void)
+{
+    QTestState *qts = qtest_init("-machine pc -m 64 "
+                                 "-action memory-failure=freeze");
+    QDict *rsp, *ret, *ev;
+    QList *l;
+    QListEntry *e;
+    int i, n = 70;
+    int64_t prev = -1;
+
+    for (i = 0; i < n; i++) {
+        qtest_qmp_assert_success(qts, "{ 'execute': "
+                                 "'x-inject-memory-failure', "
+                                 "'arguments': { 'address': %d, "
+                                 "'action-required': false } }",
+                                 POISON_GPA + i * 4096);
+        ev = qtest_qmp_eventwait_ref(qts, "HARDWARE_ERROR");
+        qobject_unref(ev);
+    }
+    rsp = qtest_qmp(qts, "{ 'execute': 'query-hardware-errors' }");
+    ret = qdict_get_qdict(rsp, "return");
+    g_assert_cmpint(qdict_get_int(ret, "total"), ==, n);
+    g_assert_cmpint(qdict_get_int(ret, "dropped"), ==, n - 64);
+    l = qdict_get_qlist(ret, "errors");
+    g_assert_cmpint(qlist_size(l), ==, 64);
+    i = 0;
+    QLIST_FOREACH_ENTRY(l, e) {
+        QDict *err = qobject_to(QDict, qlist_entry_obj(e));
+        int64_t id = qdict_get_int(err, "id");
+
+        /* ids 0..31, then 38..69, oldest first */
+        g_assert_cmpint(id, ==, i < 32 ? i : i + n - 64);
+        g_assert_cmpint(qdict_get_int(err, "address"), ==,
+                        POISON_GPA + id * 4096);
+        g_assert_cmpint(qdict_get_int(err, "timestamp"), >=, prev);
+        prev = qdict_get_int(err, "timestamp");
+        i++;
+    }
+    qobject_unref(rsp);
+    assert_status(qts, "failover-safe", false);
+    qtest_quit(qts);
+}
+
 /* Block: the image lock is released while QEMU still runs */
 static char *qemu_io_path(void)
 {
@@ -894,6 +938,8 @@ int main(int argc, char **argv)
     qtest_add_func("/ha-quiesce/panic-freeze", test_panic_freeze);
     qtest_add_func("/ha-quiesce/set-action-runtime", test_set_action_runtime);
     qtest_add_func("/ha-quiesce/bad-inject", test_bad_inject);
+    qtest_add_func("/ha-quiesce/hardware-error-log-bounded",
+                   test_hardware_error_log_bounded);
     qtest_add_func("/ha-quiesce/memory-failure-ao-freeze",
                    test_memory_failure_ao_freeze);
     qtest_add_func("/ha-quiesce/block-lock-released",
