@@ -1,0 +1,961 @@
+/*
+ * QTest for the HA quiesce feature (failover-safe run state)
+ *
+ * Copyright (c) 2026 COLO-HA fork
+ *
+ * This work is licensed under the terms of the GNU GPL, version 2 or later.
+ * See the COPYING file in the top-level directory.
+ */
+
+#include "qemu/osdep.h"
+#include <poll.h>
+#include <sys/ioctl.h>
+#include "libqtest.h"
+#include "qobject/qdict.h"
+#include "qobject/qlist.h"
+#include "qobject/qstring.h"
+#include "qemu/iov.h"
+#include "qemu/sockets.h"
+
+/* Tiny real-mode boot sector, see build_boot_sector() */
+#define COUNTER_ADDR    0x7000
+#define MC_STATUS_ADDR  0x7010
+#define MC_MARK_ADDR    0x7020
+#define MC_MARK         0x4d43
+#define DISK_SIZE       (1024 * 1024)
+#define POISON_GPA      0x200000
+
+static void assert_status(QTestState *qts, const char *status, bool running)
+{
+    QDict *rsp = qtest_qmp(qts, "{ 'execute': 'query-status' }");
+    QDict *ret = qdict_get_qdict(rsp, "return");
+
+    g_assert(ret);
+    g_assert_cmpstr(qdict_get_str(ret, "status"), ==, status);
+    g_assert_cmpint(qdict_get_bool(ret, "running"), ==, running);
+    qobject_unref(rsp);
+}
+
+static void quiesce(QTestState *qts, const char *reason)
+{
+    QDict *ev;
+
+    if (reason) {
+        qtest_qmp_assert_success(qts, "{ 'execute': 'ha-quiesce', "
+                                 "'arguments': { 'reason': %s } }", reason);
+    } else {
+        qtest_qmp_assert_success(qts, "{ 'execute': 'ha-quiesce' }");
+    }
+    ev = qtest_qmp_eventwait_ref(qts, "FAILOVER_SAFE");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "reason"),
+                    ==, reason ? reason : "qmp");
+    g_assert(qdict_haskey(qdict_get_qdict(ev, "data"), "latency-us"));
+    qobject_unref(ev);
+    assert_status(qts, "failover-safe", false);
+}
+
+static void assert_refused(QTestState *qts, const char *cmd)
+{
+    QDict *rsp, *err;
+
+    qtest_qmp_send_raw(qts, "%s", cmd);
+    rsp = qtest_qmp_receive(qts);
+    err = qdict_get_qdict(rsp, "error");
+
+    if (!err) {
+        g_test_message("not refused: %s", cmd);
+    }
+    g_assert(err);
+    g_assert(strstr(qdict_get_str(err, "desc"), "failover-safe"));
+    qobject_unref(rsp);
+}
+
+static void assert_hmp_refused(QTestState *qts, const char *cmd)
+{
+    g_autofree char *out = qtest_hmp(qts, "%s", cmd);
+
+    g_assert(strstr(out, "failover-safe"));
+}
+
+static void assert_failover_safe_info(QTestState *qts, const char *reason)
+{
+    QDict *rsp = qtest_qmp(qts, "{ 'execute': 'query-failover-safe' }");
+    QDict *ret = qdict_get_qdict(rsp, "return");
+
+    g_assert(qdict_get_bool(ret, "active"));
+    g_assert_cmpstr(qdict_get_str(ret, "reason"), ==, reason);
+    g_assert_cmpint(qdict_get_int(ret, "since"), >, 0);
+    g_assert(qdict_haskey(ret, "released"));
+    g_assert(qdict_haskey(ret, "failed"));
+    qobject_unref(rsp);
+}
+
+static void test_running_and_refusals(void)
+{
+    QTestState *qts = qtest_init("-machine pc");
+    QDict *rsp;
+
+    assert_status(qts, "running", true);
+    rsp = qtest_qmp(qts, "{ 'execute': 'query-failover-safe' }");
+    g_assert(!qdict_get_bool(qdict_get_qdict(rsp, "return"), "active"));
+    qobject_unref(rsp);
+
+    quiesce(qts, "test-running");
+    /* idempotent: the first reason stays */
+    qtest_qmp_assert_success(qts, "{ 'execute': 'ha-quiesce', "
+                             "'arguments': { 'reason': 'again' } }");
+    assert_failover_safe_info(qts, "test-running");
+
+    assert_refused(qts, "{ 'execute': 'cont' }");
+    assert_refused(qts, "{ 'execute': 'system_reset' }");
+    assert_refused(qts, "{ 'execute': 'system_wakeup' }");
+    assert_refused(qts, "{ 'execute': 'migrate', "
+                   "'arguments': { 'uri': 'tcp:127.0.0.1:1' } }");
+    assert_refused(qts, "{ 'execute': 'migrate-incoming', "
+                   "'arguments': { 'uri': 'tcp:127.0.0.1:0' } }");
+    assert_refused(qts, "{ 'execute': 'x-colo-lost-heartbeat' }");
+    assert_refused(qts, "{ 'execute': 'blockdev-set-active', "
+                   "'arguments': { 'active': true } }");
+    assert_hmp_refused(qts, "savevm snap0");
+    assert_hmp_refused(qts, "loadvm snap0");
+    assert_hmp_refused(qts, "cont");
+
+    /* a manager that reconnects learns everything by queries */
+    assert_status(qts, "failover-safe", false);
+    assert_failover_safe_info(qts, "test-running");
+    {
+        g_autofree char *out = qtest_hmp(qts, "info failover-safe");
+        g_assert(strstr(out, "test-running"));
+    }
+
+    /* quit still works */
+    qtest_qmp_assert_success(qts, "{ 'execute': 'quit' }");
+    qtest_wait_qemu(qts);
+    qtest_quit(qts);
+}
+
+/*
+ * A manager that connects after the events went by (second QMP monitor)
+ * learns the state, the reason, the time and the errors by queries.
+ */
+static char *qmp_raw(int fd, const char *cmd)
+{
+    GString *out = g_string_new(NULL);
+    char c;
+
+    if (cmd) {
+        g_assert_cmpint(write(fd, cmd, strlen(cmd)), ==, strlen(cmd));
+    }
+    /* one reply per line; skip events */
+    for (;;) {
+        g_assert_cmpint(read(fd, &c, 1), ==, 1);
+        if (c != '\n') {
+            g_string_append_c(out, c);
+            continue;
+        }
+        if (strstr(out->str, "\"event\"")) {
+            g_string_truncate(out, 0);
+            continue;
+        }
+        return g_string_free(out, false);
+    }
+}
+
+static void test_second_client(void)
+{
+    g_autofree char *path = g_strdup_printf("%s/ha-quiesce-qmp2-%d",
+                                            g_get_tmp_dir(), getpid());
+    QTestState *qts = qtest_initf("-machine pc -m 64 "
+                                  "-action memory-failure=freeze "
+                                  "-qmp unix:%s,server=on,wait=off", path);
+    char *r;
+    QDict *ev;
+    int fd;
+
+    qtest_qmp_assert_success(qts, "{ 'execute': 'x-inject-memory-failure', "
+                             "'arguments': { 'address': %d, "
+                             "'action-required': false } }", POISON_GPA);
+    ev = qtest_qmp_eventwait_ref(qts, "FAILOVER_SAFE");
+    qobject_unref(ev);
+
+    fd = unix_connect(path, NULL);
+    g_assert(fd >= 0);
+    g_free(qmp_raw(fd, NULL));                          /* greeting */
+    g_free(qmp_raw(fd, "{\"execute\": \"qmp_capabilities\"}"));
+    r = qmp_raw(fd, "{\"execute\": \"query-status\"}");
+    g_assert(strstr(r, "\"failover-safe\""));
+    g_free(r);
+    r = qmp_raw(fd, "{\"execute\": \"query-failover-safe\"}");
+    g_assert(strstr(r, "\"active\": true"));
+    g_assert(strstr(r, "\"reason\": \"memory-failure\""));
+    g_assert(strstr(r, "\"since\""));
+    g_free(r);
+    r = qmp_raw(fd, "{\"execute\": \"query-hardware-errors\"}");
+    g_assert(strstr(r, "\"total\": 1"));
+    g_assert(strstr(r, "\"timestamp\""));
+    g_assert(strstr(r, "\"address\": 2097152"));
+    g_free(r);
+    close(fd);
+    qtest_quit(qts);
+    unlink(path);
+}
+
+static void test_from_paused(void)
+{
+    QTestState *qts = qtest_init("-machine pc");
+
+    qtest_qmp_assert_success(qts, "{ 'execute': 'stop' }");
+    assert_status(qts, "paused", false);
+    quiesce(qts, "from-paused");
+    assert_refused(qts, "{ 'execute': 'cont' }");
+    qtest_quit(qts);
+}
+
+static void test_from_prelaunch_hmp(void)
+{
+    QTestState *qts = qtest_init("-machine pc -S");
+    g_autofree char *out = NULL;
+    QDict *ev;
+
+    assert_status(qts, "prelaunch", false);
+    out = qtest_hmp(qts, "ha_quiesce hmp-reason");
+    ev = qtest_qmp_eventwait_ref(qts, "FAILOVER_SAFE");
+    qobject_unref(ev);
+    assert_status(qts, "failover-safe", false);
+    assert_failover_safe_info(qts, "hmp-reason");
+    qtest_quit(qts);
+}
+
+static void test_from_inmigrate(void)
+{
+    QTestState *qts = qtest_init("-machine pc -incoming defer");
+
+    assert_status(qts, "inmigrate", false);
+    quiesce(qts, "from-inmigrate");
+    assert_refused(qts, "{ 'execute': 'migrate-incoming', "
+                   "'arguments': { 'uri': 'tcp:127.0.0.1:0' } }");
+    assert_refused(qts, "{ 'execute': 'cont' }");
+    qtest_quit(qts);
+}
+
+static void test_from_guest_panicked(void)
+{
+    QTestState *qts = qtest_init("-machine pc -device pvpanic "
+                                 "-action panic=pause");
+    QDict *ev;
+
+    qtest_outb(qts, 0x505, 1);
+    ev = qtest_qmp_eventwait_ref(qts, "GUEST_PANICKED");
+    qobject_unref(ev);
+    assert_status(qts, "guest-panicked", false);
+    quiesce(qts, "from-panicked");
+    qtest_quit(qts);
+}
+
+static void test_panic_freeze(void)
+{
+    QTestState *qts = qtest_init("-machine pc -device pvpanic "
+                                 "-action panic=freeze");
+    QDict *ev;
+
+    qtest_outb(qts, 0x505, 1);
+    ev = qtest_qmp_eventwait_ref(qts, "FAILOVER_SAFE");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "reason"),
+                    ==, "guest-panic");
+    qobject_unref(ev);
+    assert_status(qts, "failover-safe", false);
+    qtest_quit(qts);
+}
+
+static void test_set_action_runtime(void)
+{
+    QTestState *qts = qtest_init("-machine pc -device pvpanic "
+                                 "-action panic=pause");
+    QDict *rsp, *ev;
+
+    /* bad input: unknown policy values */
+    rsp = qtest_qmp(qts, "{ 'execute': 'set-action', "
+                    "'arguments': { 'memory-failure': 'bogus' } }");
+    g_assert(qdict_haskey(rsp, "error"));
+    qobject_unref(rsp);
+    rsp = qtest_qmp(qts, "{ 'execute': 'set-action', "
+                    "'arguments': { 'internal-error': 'bogus' } }");
+    g_assert(qdict_haskey(rsp, "error"));
+    qobject_unref(rsp);
+
+    qtest_qmp_assert_success(qts, "{ 'execute': 'set-action', "
+                             "'arguments': { 'panic': 'freeze', "
+                             "'memory-failure': 'freeze', "
+                             "'internal-error': 'freeze' } }");
+    qtest_outb(qts, 0x505, 1);
+    ev = qtest_qmp_eventwait_ref(qts, "FAILOVER_SAFE");
+    qobject_unref(ev);
+    assert_status(qts, "failover-safe", false);
+    qtest_quit(qts);
+}
+
+static void test_bad_inject(void)
+{
+    QTestState *qts = qtest_init("-machine pc -m 64");
+    QDict *rsp;
+
+    rsp = qtest_qmp(qts, "{ 'execute': 'x-inject-memory-failure', "
+                    "'arguments': { 'address': 4097, "
+                    "'action-required': false } }");
+    g_assert(strstr(qdict_get_str(qdict_get_qdict(rsp, "error"), "desc"),
+                    "aligned"));
+    qobject_unref(rsp);
+    rsp = qtest_qmp(qts, "{ 'execute': 'x-inject-memory-failure', "
+                    "'arguments': { 'address': 1099511627776, "
+                    "'action-required': false } }");
+    g_assert(strstr(qdict_get_str(qdict_get_qdict(rsp, "error"), "desc"),
+                    "not in guest RAM"));
+    qobject_unref(rsp);
+    assert_status(qts, "running", true);
+    qtest_quit(qts);
+}
+
+static void check_hardware_error(QDict *err, bool ar, const char *action)
+{
+    g_assert_cmpstr(qdict_get_str(err, "source"), ==, "memory-failure");
+    g_assert_cmpint(qdict_get_bool(err, "action-required"), ==, ar);
+    g_assert_cmpstr(qdict_get_str(err, "recipient"), ==, "guest");
+    g_assert_cmpint(qdict_get_int(err, "address"), ==, POISON_GPA);
+    g_assert_cmpstr(qdict_get_str(err, "action"), ==, action);
+    g_assert_cmpint(qdict_get_int(err, "timestamp"), >, 0);
+}
+
+static void check_query_hardware_errors(QTestState *qts, bool ar,
+                                        const char *action)
+{
+    QDict *rsp = qtest_qmp(qts, "{ 'execute': 'query-hardware-errors' }");
+    QDict *ret = qdict_get_qdict(rsp, "return");
+    QList *l = qdict_get_qlist(ret, "errors");
+
+    g_assert_cmpint(qdict_get_int(ret, "total"), ==, 1);
+    g_assert_cmpint(qdict_get_int(ret, "dropped"), ==, 0);
+    g_assert_cmpint(qlist_size(l), ==, 1);
+    check_hardware_error(qobject_to(QDict, qlist_peek(l)), ar, action);
+    qobject_unref(rsp);
+}
+
+static void check_dump_skips_poison(QTestState *qts)
+{
+    g_autofree char *path = g_strdup_printf("%s/ha-quiesce-pmem-%d",
+                                            g_get_tmp_dir(), getpid());
+    g_autofree char *data = NULL;
+    gsize len;
+    size_t i;
+
+    /* guest bytes before and after the poisoned page stay readable */
+    qtest_qmp_assert_success(qts, "{ 'execute': 'pmemsave', "
+                             "'arguments': { 'val': %d, 'size': %d, "
+                             "'filename': %s } }",
+                             POISON_GPA - 4096, 3 * 4096, path);
+    g_assert(g_file_get_contents(path, &data, &len, NULL));
+    g_assert_cmpint(len, ==, 3 * 4096);
+    for (i = 4096; i < 2 * 4096; i++) {
+        g_assert_cmpint(data[i], ==, 0);
+    }
+    unlink(path);
+}
+
+/*
+ * dump-guest-memory works in the state and leaves the poisoned page out
+ * (written as zeroes), while the neighbouring page is dumped.
+ */
+static bool file_has_run(const char *data, gsize len, uint8_t byte)
+{
+    gsize i, run = 0;
+
+    for (i = 0; i < len; i++) {
+        run = (uint8_t)data[i] == byte ? run + 1 : 0;
+        if (run == 4096) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void check_dump_guest_memory(QTestState *qts)
+{
+    g_autofree char *path = g_strdup_printf("%s/ha-quiesce-dump-%d",
+                                            g_get_tmp_dir(), getpid());
+    g_autofree char *uri = g_strdup_printf("file:%s", path);
+    g_autofree char *data = NULL;
+    gsize len;
+
+    qtest_qmp_assert_success(qts, "{ 'execute': 'dump-guest-memory', "
+                             "'arguments': { 'paging': false, "
+                             "'protocol': %s } }", uri);
+    g_assert(g_file_get_contents(path, &data, &len, NULL));
+    g_assert(file_has_run(data, len, 0x5a));    /* neighbour page */
+    g_assert(!file_has_run(data, len, 0xa5));   /* poisoned page */
+    unlink(path);
+}
+
+static void test_memory_failure_ao_freeze(void)
+{
+    QTestState *qts = qtest_init("-machine pc -m 64 "
+                                 "-action memory-failure=freeze");
+    QDict *ev;
+
+    /* make the poisoned page recognisable if it were ever read */
+    qtest_memset(qts, POISON_GPA, 0xa5, 4096);
+    qtest_memset(qts, POISON_GPA + 4096, 0x5a, 4096);
+    qtest_qmp_assert_success(qts, "{ 'execute': 'x-inject-memory-failure', "
+                             "'arguments': { 'address': %d, "
+                             "'action-required': false } }", POISON_GPA);
+    ev = qtest_qmp_eventwait_ref(qts, "HARDWARE_ERROR");
+    check_hardware_error(qdict_get_qdict(qdict_get_qdict(ev, "data"),
+                                         "error"), false, "freeze");
+    qobject_unref(ev);
+    ev = qtest_qmp_eventwait_ref(qts, "MEMORY_FAILURE");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "action"),
+                    ==, "freeze");
+    qobject_unref(ev);
+    ev = qtest_qmp_eventwait_ref(qts, "FAILOVER_SAFE");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "reason"),
+                    ==, "memory-failure");
+    qobject_unref(ev);
+    assert_status(qts, "failover-safe", false);
+    check_query_hardware_errors(qts, false, "freeze");
+    assert_failover_safe_info(qts, "memory-failure");
+    check_dump_skips_poison(qts);
+    check_dump_guest_memory(qts);
+    {
+        g_autofree char *out = qtest_hmp(qts, "info hardware-errors");
+        g_assert(strstr(out, "memory-failure"));
+    }
+    qtest_quit(qts);
+}
+
+/* The error log keeps the first and the last 32 and counts the rest */
+static void test_hardware_error_log_bounded(void)
+{
+    QTestState *qts = qtest_init("-machine pc -m 64 "
+                                 "-action memory-failure=freeze");
+    QDict *rsp, *ret, *ev;
+    QList *l;
+    QListEntry *e;
+    int i, n = 70;
+    int64_t prev = -1;
+
+    for (i = 0; i < n; i++) {
+        qtest_qmp_assert_success(qts, "{ 'execute': "
+                                 "'x-inject-memory-failure', "
+                                 "'arguments': { 'address': %d, "
+                                 "'action-required': false } }",
+                                 POISON_GPA + i * 4096);
+        ev = qtest_qmp_eventwait_ref(qts, "HARDWARE_ERROR");
+        qobject_unref(ev);
+    }
+    rsp = qtest_qmp(qts, "{ 'execute': 'query-hardware-errors' }");
+    ret = qdict_get_qdict(rsp, "return");
+    g_assert_cmpint(qdict_get_int(ret, "total"), ==, n);
+    g_assert_cmpint(qdict_get_int(ret, "dropped"), ==, n - 64);
+    l = qdict_get_qlist(ret, "errors");
+    g_assert_cmpint(qlist_size(l), ==, 64);
+    i = 0;
+    QLIST_FOREACH_ENTRY(l, e) {
+        QDict *err = qobject_to(QDict, qlist_entry_obj(e));
+        int64_t id = qdict_get_int(err, "id");
+
+        /* ids 0..31, then 38..69, oldest first */
+        g_assert_cmpint(id, ==, i < 32 ? i : i + n - 64);
+        g_assert_cmpint(qdict_get_int(err, "address"), ==,
+                        POISON_GPA + id * 4096);
+        g_assert_cmpint(qdict_get_int(err, "timestamp"), >=, prev);
+        prev = qdict_get_int(err, "timestamp");
+        i++;
+    }
+    qobject_unref(rsp);
+    assert_status(qts, "failover-safe", false);
+    qtest_quit(qts);
+}
+
+/* Block: the image lock is released while QEMU still runs */
+static char *qemu_io_path(void)
+{
+    const char *img = g_getenv("QTEST_QEMU_IMG");
+    g_autofree char *dir = NULL;
+    char *io;
+
+    if (!img) {
+        return NULL;
+    }
+    dir = g_path_get_dirname(img);
+    io = g_build_filename(dir, "qemu-io", NULL);
+    if (!g_file_test(io, G_FILE_TEST_IS_EXECUTABLE)) {
+        g_free(io);
+        return NULL;
+    }
+    return io;
+}
+
+static bool qemu_io_write(const char *io, const char *img)
+{
+    const char *argv[] = { io, "-f", "raw", "-c", "write -P 0x5a 0 512",
+                           img, NULL };
+    int status = -1;
+
+    g_assert(g_spawn_sync(NULL, (char **)argv, NULL,
+                          G_SPAWN_STDOUT_TO_DEV_NULL |
+                          G_SPAWN_STDERR_TO_DEV_NULL,
+                          NULL, NULL, NULL, NULL, &status, NULL));
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+static void test_block_lock_released(void)
+{
+    g_autofree char *io = qemu_io_path();
+    g_autofree char *img = NULL;
+    g_autofree char *zero = g_malloc0(DISK_SIZE);
+    QTestState *qts;
+    int fd;
+
+    if (!io) {
+        g_test_skip("qemu-io not found next to QTEST_QEMU_IMG");
+        return;
+    }
+    fd = g_file_open_tmp("ha-quiesce-disk-XXXXXX", &img, NULL);
+    g_assert(fd >= 0);
+    close(fd);
+    g_assert(g_file_set_contents(img, zero, DISK_SIZE, NULL));
+
+    qts = qtest_initf("-machine pc -drive file=%s,format=raw,if=ide,"
+                      "id=disk0", img);
+    /* QEMU holds the write lock */
+    g_assert(!qemu_io_write(io, img));
+    quiesce(qts, "block");
+    /* the image does not change any more */
+    {
+        g_autofree char *before = NULL;
+        g_autofree char *after = NULL;
+        gsize lb, la;
+
+        g_assert(g_file_get_contents(img, &before, &lb, NULL));
+        qtest_qmp_assert_success(qts, "{ 'execute': 'query-status' }");
+        g_usleep(200 * 1000);
+        g_assert(g_file_get_contents(img, &after, &la, NULL));
+        g_assert_cmpint(lb, ==, la);
+        g_assert(memcmp(before, after, lb) == 0);
+    }
+    /* lock released while QEMU still runs */
+    g_assert(qemu_io_write(io, img));
+    assert_status(qts, "failover-safe", false);
+    qtest_quit(qts);
+    unlink(img);
+}
+
+/* A flush error: still frozen, and the failure is reported */
+static void test_flush_failure(void)
+{
+    g_autofree char *img = NULL;
+    g_autofree char *zero = g_malloc0(DISK_SIZE);
+    QTestState *qts;
+    QDict *ev, *rsp, *f;
+    QList *failed;
+    int fd;
+
+    fd = g_file_open_tmp("ha-quiesce-flush-XXXXXX", &img, NULL);
+    close(fd);
+    g_assert(g_file_set_contents(img, zero, DISK_SIZE, NULL));
+    qts = qtest_initf("-machine pc -drive if=none,id=drv0,format=raw,"
+                      "file.driver=blkdebug,file.image.driver=file,"
+                      "file.image.filename=%s,"
+                      "file.inject-error.0.event=flush_to_os,"
+                      "file.inject-error.0.errno=5 "
+                      "-device ide-hd,drive=drv0,bus=ide.0", img);
+    /* a write, so that the flush has something to do (and fails) */
+    g_free(qtest_hmp(qts, "qemu-io drv0 \"write -P 0x22 0 512\""));
+    qtest_qmp_assert_success(qts, "{ 'execute': 'ha-quiesce', "
+                             "'arguments': { 'reason': 'flush' } }");
+    ev = qtest_qmp_eventwait_ref(qts, "FAILOVER_SAFE");
+    failed = qdict_get_qlist(qdict_get_qdict(ev, "data"), "failed");
+    g_assert(!qlist_empty(failed));
+    f = qobject_to(QDict, qlist_peek(failed));
+    g_assert_cmpstr(qdict_get_str(f, "resource"), ==, "block-flush");
+    qobject_unref(ev);
+    assert_status(qts, "failover-safe", false);
+    rsp = qtest_qmp(qts, "{ 'execute': 'query-failover-safe' }");
+    failed = qdict_get_qlist(qdict_get_qdict(rsp, "return"), "failed");
+    g_assert(!qlist_empty(failed));
+    qobject_unref(rsp);
+    assert_refused(qts, "{ 'execute': 'cont' }");
+    qtest_quit(qts);
+    unlink(img);
+}
+
+/* ha-quiesce during a block job: the job is cancelled, the VM frozen */
+static void test_during_block_job(void)
+{
+    g_autofree char *src = NULL;
+    g_autofree char *dst = NULL;
+    g_autofree char *data = g_malloc(DISK_SIZE);
+    QTestState *qts;
+    QDict *rsp;
+    int fd;
+
+    memset(data, 0x11, DISK_SIZE);
+    fd = g_file_open_tmp("ha-quiesce-src-XXXXXX", &src, NULL);
+    close(fd);
+    fd = g_file_open_tmp("ha-quiesce-dst-XXXXXX", &dst, NULL);
+    close(fd);
+    g_assert(g_file_set_contents(src, data, DISK_SIZE, NULL));
+
+    qts = qtest_initf("-machine pc -blockdev driver=file,filename=%s,"
+                      "node-name=src0 -device ide-hd,drive=src0,bus=ide.0",
+                      src);
+    qtest_qmp_assert_success(qts, "{ 'execute': 'blockdev-add', "
+                             "'arguments': { 'driver': 'file', "
+                             "'filename': %s, 'node-name': 'dst0' } }", dst);
+    /* 1 byte/s: the job stays running */
+    qtest_qmp_assert_success(qts, "{ 'execute': 'blockdev-mirror', "
+                             "'arguments': { 'job-id': 'job0', "
+                             "'device': 'src0', 'target': 'dst0', "
+                             "'sync': 'full', 'speed': 1 } }");
+    quiesce(qts, "block-job");
+    rsp = qtest_qmp(qts, "{ 'execute': 'query-block-jobs' }");
+    g_assert(qlist_empty(qdict_get_qlist(rsp, "return")));
+    qobject_unref(rsp);
+    qtest_quit(qts);
+    unlink(src);
+    unlink(dst);
+}
+
+/* ha-quiesce during an outgoing migration: it is cancelled */
+static void test_during_migration(void)
+{
+    QTestState *qts = qtest_init("-machine pc -m 64");
+    QDict *rsp;
+    const char *status;
+
+    qtest_qmp_assert_success(qts, "{ 'execute': 'migrate-set-parameters', "
+                             "'arguments': { 'max-bandwidth': 4096 } }");
+    qtest_qmp_assert_success(qts, "{ 'execute': 'migrate', "
+                             "'arguments': { 'uri': 'exec:cat >/dev/null' } }");
+    quiesce(qts, "migration");
+    /* the migration ends cancelled (or is still cancelling) */
+    rsp = qtest_qmp(qts, "{ 'execute': 'query-migrate' }");
+    status = qdict_get_try_str(qdict_get_qdict(rsp, "return"), "status");
+    g_assert(status);
+    g_assert(g_str_equal(status, "cancelled") ||
+             g_str_equal(status, "cancelling"));
+    qobject_unref(rsp);
+    assert_status(qts, "failover-safe", false);
+    qtest_quit(qts);
+}
+
+/* Network: no frame leaves the backend once frozen */
+static bool frame_arrives(int fd, int timeout_ms)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    char buf[2048];
+
+    if (poll(&pfd, 1, timeout_ms) <= 0) {
+        return false;
+    }
+    return recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0;
+}
+
+static void inject_frame(int fd)
+{
+    uint8_t frame[64] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                          0x52, 0x54, 0x00, 0x12, 0x34, 0x56,
+                          0x08, 0x00 };
+    uint32_t len = htonl(sizeof(frame));
+    struct iovec iov[] = {
+        { .iov_base = &len, .iov_len = sizeof(len) },
+        { .iov_base = frame, .iov_len = sizeof(frame) },
+    };
+
+    g_assert_cmpint(iov_send(fd, iov, 2, 0, sizeof(len) + sizeof(frame)),
+                    ==, sizeof(len) + sizeof(frame));
+}
+
+static void test_net_frozen(void)
+{
+    int backend[2], chr;
+    char sock_path[] = "/tmp/ha-quiesce-net.XXXXXX";
+    QTestState *qts;
+    int n = 0, i;
+
+    g_assert(socketpair(PF_UNIX, SOCK_STREAM, 0, backend) == 0);
+    g_assert(mkstemp(sock_path) >= 0);
+    qts = qtest_initf("-machine pc -nic socket,id=n0,fd=%d "
+                      "-chardev socket,id=in0,path=%s,server=on,wait=off "
+                      "-object filter-redirector,id=f0,netdev=n0,queue=rx,"
+                      "indev=in0", backend[1], sock_path);
+    chr = unix_connect(sock_path, NULL);
+    g_assert(chr >= 0);
+    qtest_qmp_assert_success(qts, "{ 'execute': 'query-status' }");
+
+    /* before: frames from the NIC side leave through the backend */
+    inject_frame(chr);
+    g_assert(frame_arrives(backend[0], 5000));
+
+    quiesce(qts, "net");
+    for (i = 0; i < 10; i++) {
+        inject_frame(chr);
+    }
+    qtest_qmp_assert_success(qts, "{ 'execute': 'query-status' }");
+    while (frame_arrives(backend[0], 500)) {
+        n++;
+    }
+    g_assert_cmpint(n, ==, 0);
+
+    close(chr);
+    close(backend[0]);
+    unlink(sock_path);
+    qtest_quit(qts);
+}
+
+/*
+ * Frames queued inside QEMU before the freeze are purged, not flushed:
+ * the test does not read the backend socket, so that the kernel buffer
+ * fills up and QEMU queues the rest; once frozen, the bytes that can be
+ * read are exactly those that were in the kernel buffer already.
+ */
+static void test_net_queued_purged(void)
+{
+    int backend[2], chr, avail = 0, total = 0, i;
+    char sock_path[] = "/tmp/ha-quiesce-netq.XXXXXX";
+    char buf[65536];
+    QTestState *qts;
+    struct pollfd pfd;
+
+    g_assert(socketpair(PF_UNIX, SOCK_STREAM, 0, backend) == 0);
+    g_assert(mkstemp(sock_path) >= 0);
+    qts = qtest_initf("-machine pc -nic socket,id=n0,fd=%d "
+                      "-chardev socket,id=in0,path=%s,server=on,wait=off "
+                      "-object filter-redirector,id=f0,netdev=n0,queue=rx,"
+                      "indev=in0", backend[1], sock_path);
+    chr = unix_connect(sock_path, NULL);
+    g_assert(chr >= 0);
+    qtest_qmp_assert_success(qts, "{ 'execute': 'query-status' }");
+    for (i = 0; i < 4000; i++) {
+        inject_frame(chr);
+    }
+    g_usleep(500 * 1000);
+    qtest_qmp_assert_success(qts, "{ 'execute': 'query-status' }");
+
+    quiesce(qts, "net-queued");
+    g_assert(ioctl(backend[0], FIONREAD, &avail) == 0);
+    /* some frames did not fit and were queued in QEMU */
+    g_assert_cmpint(avail, <, 4000 * 68);
+
+    pfd.fd = backend[0];
+    pfd.events = POLLIN;
+    while (poll(&pfd, 1, 500) > 0) {
+        ssize_t n = recv(backend[0], buf, sizeof(buf), MSG_DONTWAIT);
+
+        if (n <= 0) {
+            break;
+        }
+        total += n;
+    }
+    g_assert_cmpint(total, ==, avail);
+
+    close(chr);
+    close(backend[0]);
+    unlink(sock_path);
+    qtest_quit(qts);
+}
+
+/*
+ * TCG guest: a boot sector that enables CR4.MCE, points the machine
+ * check vector (18) at a handler and loops incrementing COUNTER_ADDR.
+ * The handler stores MC9_STATUS at MC_STATUS_ADDR and MC_MARK at
+ * MC_MARK_ADDR, then halts.
+ */
+static const uint8_t boot_code[] = {
+    0xfa,                               /* cli */
+    0x31, 0xc0,                         /* xor ax, ax */
+    0x8e, 0xd8,                         /* mov ds, ax */
+    0x8e, 0xd0,                         /* mov ss, ax */
+    0xbc, 0x00, 0x60,                   /* mov sp, 0x6000 */
+    0xc7, 0x06, 0x48, 0x00, 0x00, 0x00, /* mov word [0x48], handler */
+    0xc7, 0x06, 0x4a, 0x00, 0x00, 0x00, /* mov word [0x4a], 0 */
+    0x0f, 0x20, 0xe0,                   /* mov eax, cr4 */
+    0x66, 0x83, 0xc8, 0x40,             /* or eax, 0x40 */
+    0x0f, 0x22, 0xe0,                   /* mov cr4, eax */
+    /* loop: */
+    0xff, 0x06, 0x00, 0x70,             /* inc word [0x7000] */
+    0xeb, 0xfa,                         /* jmp loop */
+    /* handler: */
+    0x66, 0xb9, 0x25, 0x04, 0x00, 0x00, /* mov ecx, 0x425 (MC9_STATUS) */
+    0x0f, 0x32,                         /* rdmsr */
+    0x66, 0xa3, 0x10, 0x70,             /* mov [0x7010], eax */
+    0x66, 0x89, 0x16, 0x14, 0x70,       /* mov [0x7014], edx */
+    0xc7, 0x06, 0x20, 0x70, 0x43, 0x4d, /* mov word [0x7020], 0x4d43 */
+    0xf4,                               /* hlt */
+    0xeb, 0xfd,                         /* jmp hlt */
+};
+#define HANDLER_OFFSET 38
+
+static char *make_boot_disk(void)
+{
+    g_autofree uint8_t *disk = g_malloc0(DISK_SIZE);
+    char *path = NULL;
+    uint16_t handler = 0x7c00 + HANDLER_OFFSET;
+    int fd;
+
+    memcpy(disk, boot_code, sizeof(boot_code));
+    disk[14] = handler & 0xff;
+    disk[15] = handler >> 8;
+    disk[510] = 0x55;
+    disk[511] = 0xaa;
+    fd = g_file_open_tmp("ha-quiesce-boot-XXXXXX", &path, NULL);
+    g_assert(fd >= 0);
+    close(fd);
+    g_assert(g_file_set_contents(path, (char *)disk, DISK_SIZE, NULL));
+    return path;
+}
+
+static QTestState *start_tcg_guest(const char *disk, const char *extra)
+{
+    QTestState *qts = qtest_initf("-machine pc -accel tcg -cpu max -m 64 "
+                                  "-drive file=%s,format=raw,if=ide %s",
+                                  disk, extra);
+    uint16_t c0 = qtest_readw(qts, COUNTER_ADDR);
+    int i;
+
+    for (i = 0; i < 600; i++) {
+        if (qtest_readw(qts, COUNTER_ADDR) != c0) {
+            return qts;
+        }
+        g_usleep(50 * 1000);
+    }
+    g_assert_not_reached();
+}
+
+static void test_memory_failure_ar_freeze_tcg(void)
+{
+    g_autofree char *disk = make_boot_disk();
+    QTestState *qts = start_tcg_guest(disk, "-action memory-failure=freeze");
+    uint16_t c1, c2;
+    QDict *ev;
+
+    qtest_qmp_assert_success(qts, "{ 'execute': 'x-inject-memory-failure', "
+                             "'arguments': { 'address': %d, "
+                             "'action-required': true } }", POISON_GPA);
+    /* events come in this order: HARDWARE_ERROR, ..., FAILOVER_SAFE */
+    ev = qtest_qmp_eventwait_ref(qts, "HARDWARE_ERROR");
+    check_hardware_error(qdict_get_qdict(qdict_get_qdict(ev, "data"),
+                                         "error"), true, "freeze");
+    qobject_unref(ev);
+    ev = qtest_qmp_eventwait_ref(qts, "FAILOVER_SAFE");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "reason"),
+                    ==, "memory-failure");
+    qobject_unref(ev);
+    assert_status(qts, "failover-safe", false);
+    check_query_hardware_errors(qts, true, "freeze");
+
+    /* the guest never runs again */
+    c1 = qtest_readw(qts, COUNTER_ADDR);
+    g_usleep(300 * 1000);
+    c2 = qtest_readw(qts, COUNTER_ADDR);
+    g_assert_cmpint(c1, ==, c2);
+    check_dump_skips_poison(qts);
+    qtest_quit(qts);
+    unlink(disk);
+}
+
+static void test_memory_failure_ar_inject_tcg(void)
+{
+    g_autofree char *disk = make_boot_disk();
+    QTestState *qts = start_tcg_guest(disk, "");
+    uint32_t hi;
+    QDict *ev;
+    int i;
+
+    qtest_qmp_assert_success(qts, "{ 'execute': 'x-inject-memory-failure', "
+                             "'arguments': { 'address': %d, "
+                             "'action-required': true } }", POISON_GPA);
+    ev = qtest_qmp_eventwait_ref(qts, "HARDWARE_ERROR");
+    check_hardware_error(qdict_get_qdict(qdict_get_qdict(ev, "data"),
+                                         "error"), true, "inject");
+    qobject_unref(ev);
+    for (i = 0; i < 200; i++) {
+        if (qtest_readw(qts, MC_MARK_ADDR) == MC_MARK) {
+            break;
+        }
+        g_usleep(50 * 1000);
+    }
+    /* the guest took the machine check and read the bank */
+    g_assert_cmphex(qtest_readw(qts, MC_MARK_ADDR), ==, MC_MARK);
+    hi = qtest_readl(qts, MC_STATUS_ADDR + 4);
+    g_assert(hi & (1u << 31));          /* MCI_STATUS_VAL */
+    g_assert(hi & (1u << 29));          /* MCI_STATUS_UC */
+    /* QEMU did not die and the VM keeps running */
+    assert_status(qts, "running", true);
+    qtest_quit(qts);
+    unlink(disk);
+}
+
+/* gdb continue (vm_start) does not resume a frozen VM */
+static void test_gdb_continue_tcg(void)
+{
+    g_autofree char *disk = make_boot_disk();
+    g_autofree char *path = g_strdup_printf("%s/ha-quiesce-gdb-%d",
+                                            g_get_tmp_dir(), getpid());
+    g_autofree char *extra = g_strdup_printf("-gdb unix:%s,server=on,"
+                                             "wait=off", path);
+    QTestState *qts = start_tcg_guest(disk, extra);
+    const char *pkt = "+$c#63";
+    uint16_t c1, c2;
+    int fd;
+
+    quiesce(qts, "gdb");
+    fd = unix_connect(path, NULL);
+    g_assert(fd >= 0);
+    g_assert_cmpint(write(fd, pkt, strlen(pkt)), ==, strlen(pkt));
+    g_usleep(200 * 1000);
+    assert_status(qts, "failover-safe", false);
+    c1 = qtest_readw(qts, COUNTER_ADDR);
+    g_usleep(300 * 1000);
+    c2 = qtest_readw(qts, COUNTER_ADDR);
+    g_assert_cmpint(c1, ==, c2);
+    close(fd);
+    qtest_quit(qts);
+    unlink(path);
+    unlink(disk);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+
+    qtest_add_func("/ha-quiesce/running-and-refusals",
+                   test_running_and_refusals);
+    qtest_add_func("/ha-quiesce/from-paused", test_from_paused);
+    qtest_add_func("/ha-quiesce/second-client", test_second_client);
+    qtest_add_func("/ha-quiesce/from-prelaunch-hmp", test_from_prelaunch_hmp);
+    qtest_add_func("/ha-quiesce/from-inmigrate", test_from_inmigrate);
+    qtest_add_func("/ha-quiesce/from-guest-panicked",
+                   test_from_guest_panicked);
+    qtest_add_func("/ha-quiesce/panic-freeze", test_panic_freeze);
+    qtest_add_func("/ha-quiesce/set-action-runtime", test_set_action_runtime);
+    qtest_add_func("/ha-quiesce/bad-inject", test_bad_inject);
+    qtest_add_func("/ha-quiesce/hardware-error-log-bounded",
+                   test_hardware_error_log_bounded);
+    qtest_add_func("/ha-quiesce/memory-failure-ao-freeze",
+                   test_memory_failure_ao_freeze);
+    qtest_add_func("/ha-quiesce/block-lock-released",
+                   test_block_lock_released);
+    qtest_add_func("/ha-quiesce/net-frozen", test_net_frozen);
+    qtest_add_func("/ha-quiesce/net-queued-purged", test_net_queued_purged);
+    qtest_add_func("/ha-quiesce/during-block-job", test_during_block_job);
+    qtest_add_func("/ha-quiesce/flush-failure", test_flush_failure);
+    qtest_add_func("/ha-quiesce/during-migration", test_during_migration);
+    if (qtest_has_accel("tcg")) {
+        qtest_add_func("/ha-quiesce/memory-failure-ar-freeze-tcg",
+                       test_memory_failure_ar_freeze_tcg);
+        qtest_add_func("/ha-quiesce/memory-failure-ar-inject-tcg",
+                       test_memory_failure_ar_inject_tcg);
+        qtest_add_func("/ha-quiesce/gdb-continue-tcg",
+                       test_gdb_continue_tcg);
+    }
+    return g_test_run();
+}
