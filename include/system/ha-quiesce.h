@@ -10,6 +10,7 @@
 #ifndef SYSTEM_HA_QUIESCE_H
 #define SYSTEM_HA_QUIESCE_H
 
+#include "qemu/atomic.h"
 #include "qapi/qapi-types-run-state.h"
 
 /*
