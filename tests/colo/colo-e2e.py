@@ -194,15 +194,30 @@ def setup_network():
     run(["ip", "link", "set", VETH_C, "up"], ns=NS_CLIENT)
 
 
+def tcp_counters():
+    """The client namespace's Tcp/TcpExt counters (/proc/net/{snmp,netstat})."""
+    out = run(["cat", "/proc/net/netstat", "/proc/net/snmp"],
+              ns=NS_CLIENT).stdout.splitlines()
+    d = {}
+    for head, vals in zip(out, out[1:]):
+        h, v = head.split(), vals.split()
+        if h[:1] != v[:1] or h[0] not in ("Tcp:", "TcpExt:"):
+            continue
+        if not all(x.lstrip("-").isdigit() for x in v[1:]):
+            continue
+        for n, x in zip(h[1:], v[1:]):
+            d[h[0][:-1] + n] = int(x)
+    return d
+
+
+def counter_delta(a, b):
+    return {k: b[k] - a.get(k, 0) for k in sorted(b)
+            if b[k] != a.get(k, 0) and "InSegs" not in k and
+            "OutSegs" not in k}
+
+
 def paws_estab():
-    out = run(["cat", "/proc/net/netstat"], ns=NS_CLIENT).stdout.splitlines()
-    for i in range(0, len(out) - 1, 2):
-        if out[i].startswith("TcpExt:"):
-            names = out[i].split()[1:]
-            vals = out[i + 1].split()[1:]
-            d = dict(zip(names, vals))
-            return int(d.get("PAWSEstab", 0))
-    return 0
+    return tcp_counters().get("TcpExtPAWSEstab", 0)
 
 
 class AnnounceSniffer(threading.Thread):
@@ -740,7 +755,8 @@ def scenario_secondary_failover():
         sniffer.ready.wait(5)
         if sniffer.error:
             raise RuntimeError("raw socket: %s" % sniffer.error)
-        paws0 = paws_estab()
+        tcp0 = tcp_counters()
+        paws0 = tcp0.get("TcpExtPAWSEstab", 0)
         n_before = client.count()
         client.wait_replies(n_before + 3, 10)
         pair.poll()
@@ -768,7 +784,8 @@ def scenario_secondary_failover():
             after = [r for r in client.replies if r[0] > t_kill]
         first_t = after[0][0] if after else None
         time.sleep(2.0)     # the announce rounds take about 1.3 s
-        paws1 = paws_estab()
+        tcp1 = tcp_counters()
+        paws1 = tcp1.get("TcpExtPAWSEstab", 0)
         sniffer.stop.set()
         sniffer.join(5)
         rarp = [f for f in sniffer.frames if f[0] > t_kill and
@@ -784,7 +801,8 @@ def scenario_secondary_failover():
                    (first_t - last_t) * 1000 if last_t else -1))
         log("announcement frames seen in the client namespace: %d (%s)"
             % (len(seen), "; ".join(seen[:6])))
-        log("client TcpExtPAWSEstab: %d -> %d" % (paws0, paws1))
+        log("client TcpExtPAWSEstab: %d -> %d; TCP counters changed across "
+            "the failover: %s" % (paws0, paws1, counter_delta(tcp0, tcp1)))
         diag += ["replies after kill: %d, errors: %s" % (len(after),
                                                          client.errors[:3]),
                  "first reply after kill: %s" % (
@@ -909,9 +927,21 @@ def scenario_primary_failover():
         ok = "error" in r and pair.p.alive() and st == "running"
     except Exception as e:
         diag.append("exception: %s" % e)
-    client.finish()
     tap(ok, "x-colo-lost-heartbeat when COLO is not running: clean error",
         diag)
+
+    # 7: "Primary resume replication" with a new secondary, then a second
+    # primary failover; the same client connection keeps going throughout
+    diag = []
+    ok = False
+    try:
+        ok = resume_and_fail_again(pair, client, diag)
+    except Exception as e:
+        diag.append("exception: %s" % e)
+        diag += traceback.format_exc().splitlines()[-4:]
+    client.finish()
+    tap(ok, "primary resume replication with a new secondary, then a second "
+        "failover: the client's connection continues", diag)
 
     diag = []
     ok = False
@@ -931,6 +961,111 @@ def scenario_primary_failover():
         diag)
 
 
+def resume_and_fail_again(pair, client, diag):
+    p = pair.p
+    d = pair.dir
+    # a new secondary: fresh images, steps 2 and 3 of the procedure
+    parent = os.path.join(d, "secondary2-parent.qcow2")
+    active = os.path.join(d, "secondary2-active.qcow2")
+    hidden = os.path.join(d, "secondary2-hidden.qcow2")
+    for img in (parent, active, hidden):
+        run([QEMU_IMG, "create", "-q", "-f", "qcow2", img, DISK_SIZE])
+    s = VM(os.path.basename(d) + "-secondary2",
+           secondary_args(parent, active, hidden))
+    pair.s = s
+    s.launch()
+    s.connect()
+    s.ok("migrate-set-capabilities",
+         capabilities=[{"capability": "x-colo", "state": True}])
+    s.ok("nbd-server-start", addr={"type": "inet", "data": {
+        "host": "0.0.0.0", "port": "9999"}})
+    s.ok("nbd-server-add", device="parent0", writable=True)
+    log("new secondary started; resyncing the disk with drive-mirror")
+    p.ok("drive-mirror", device="colo-disk0", **{
+        "job-id": "resync", "target": "nbd://127.0.0.2:9999/parent0",
+        "mode": "existing", "format": "raw", "sync": "full"})
+    deadline = time.monotonic() + 60
+    ready = False
+    while time.monotonic() < deadline:
+        jobs = p.ok("query-block-jobs")
+        if jobs and jobs[0].get("ready"):
+            ready = True
+            break
+        time.sleep(0.3)
+    if not ready:
+        diag.append("drive-mirror not ready: %s" % jobs)
+        return False
+    p.ok("stop")
+    p.ok("block-job-cancel", device="resync")
+    deadline = time.monotonic() + 30
+    while p.ok("query-block-jobs") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    p.hmp("drive_add -n buddy driver=replication,mode=primary,"
+          "file.driver=nbd,file.host=127.0.0.2,file.port=9999,"
+          "file.export=parent0,node-name=replication0")
+    p.ok("x-blockdev-change", parent="colo-disk0", node="replication0")
+    p.ok("object-add", **{"qom-type": "filter-mirror", "id": "m0",
+                          "netdev": "hn0", "queue": "tx",
+                          "outdev": "mirror0"})
+    p.ok("object-add", **{"qom-type": "filter-redirector", "id": "redire0",
+                          "netdev": "hn0", "queue": "rx",
+                          "indev": "compare_out"})
+    p.ok("object-add", **{"qom-type": "filter-redirector", "id": "redire1",
+                          "netdev": "hn0", "queue": "rx",
+                          "outdev": "compare0"})
+    p.ok("object-add", **{"qom-type": "iothread", "id": "iothread1"})
+    p.ok("object-add", **{"qom-type": "colo-compare", "id": "comp0",
+                          "primary_in": "compare0-0",
+                          "secondary_in": "compare1",
+                          "outdev": "compare_out0",
+                          "iothread": "iothread1"})
+    p.ok("migrate-set-capabilities",
+         capabilities=[{"capability": "x-colo", "state": True}])
+    p.ok("migrate", uri="tcp:127.0.0.2:9998")
+    deadline = time.monotonic() + 60
+    pm = sm = None
+    while time.monotonic() < deadline:
+        pm = p.ok("query-colo-status")["mode"]
+        sm = s.ok("query-colo-status")["mode"]
+        if (pm, sm) == ("primary", "secondary") or not s.alive():
+            break
+        time.sleep(0.2)
+    log("replication resumed: primary mode=%s, new secondary mode=%s"
+        % (pm, sm))
+    diag.append("after resume: primary=%s secondary=%s" % (pm, sm))
+    if (pm, sm) != ("primary", "secondary"):
+        return False
+    c0 = pair.poll()
+    n0 = client.count()
+    traffic_phase(pair, client, 8)
+    c1 = pair.poll()
+    log("after resume: %d replies, %d checkpoints" % (client.count() - n0,
+                                                     c1 - c0))
+    if client.errors or c1 - c0 < 2 or s.console_problems():
+        diag.append("errors=%s checkpoints=%d console=%s" % (
+            client.errors[:3], c1 - c0, s.console_problems()[:3]))
+        return False
+    s.kill()
+    t_kill = time.monotonic()
+    n_kill = client.count()
+    log("new secondary killed (kill -9); second primary failover")
+    p.ok("x-blockdev-change", parent="colo-disk0", child="children.1")
+    p.hmp("drive_del replication0")
+    for obj in ("comp0", "iothread1", "m0", "redire0", "redire1"):
+        p.ok("object-del", id=obj)
+    p.ok("x-colo-lost-heartbeat")
+    got = client.wait_replies(n_kill + 5, 40)
+    with client.lock:
+        after = [r for r in client.replies if r[0] > t_kill]
+    if after:
+        log("client's first reply after the second kill: %r, %.0f ms after "
+            "it" % (after[0][1], (after[0][0] - t_kill) * 1000))
+    st = p.ok("query-status")["status"]
+    diag.append("after second failover: %d replies, status %s, errors %s"
+                % (len(after), st, client.errors[:3]))
+    return got and not client.errors and st == "running"
+
+
 GUEST = None
 
 
@@ -939,7 +1074,7 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGALRM, on_signal)
     signal.alarm(GLOBAL_TIMEOUT)
-    total = 6
+    total = 7
     if not DEMO:
         print("1..%d" % total, flush=True)
     try:
