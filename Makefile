@@ -4,6 +4,7 @@
 #   make check      build, then run fork/check-suites; ends "N passed, N failed"
 #   make check-one SUITE=name   one suite of fork/check-suites (substring)
 #   make bench      benchmarks under bench/ (fork vs upstream)
+#   make demo       COLO pair + client, kill the primary, fail over (timeline)
 #   make prepare    (re)prepare build/qemu from the pin + patches/ + overlay
 #   make export-patches         regenerate patches/ from build/qemu's commits
 #   make clean      remove build/ (the tarball and ccache stay cached)
@@ -59,6 +60,12 @@ bench: build
 
 export-patches:
 	@fork/export-patches
+
+# A COLO pair with the test guest and a client in network namespaces: COLO up,
+# checkpoints, primary killed, failover, client continues, disk verified.
+# Needs root; leaves nothing running.
+demo: build
+	/usr/bin/python3 tests/colo/colo-e2e.py --demo
 
 clean:
 	rm -rf build

@@ -1,0 +1,1121 @@
+#!/usr/bin/python3
+"""End-to-end COLO test: real guest, real TCP client, documented procedure.
+
+Runs upstream's docs/COLO-FT.txt procedure under TCG with the test guest of
+tests/colo/guest and prints TAP:
+
+  1. COLO starts and keeps the client served through checkpoints (periodic
+     and forced by compare mismatches), the secondary's guest stays healthy
+  2. secondary failover (primary killed): the same TCP connection continues
+     on the secondary, the new primary announces itself (RARP)
+  3. the secondary's disk holds every record the client was told was written
+  4. primary failover (secondary killed): the connection continues
+  5. the primary's disk holds every acknowledged record
+  6. x-colo-lost-heartbeat outside COLO fails cleanly
+
+Everything runs in network namespaces the test creates (QEMU and its
+bridge/taps in one, the client in another); all of it is removed at exit,
+whatever happens.  Needs root.
+
+    colo-e2e.py            TAP output (for make check)
+    colo-e2e.py --demo     readable timeline (make demo)
+    colo-e2e.py --keep     keep the work directory (logs, consoles)
+"""
+
+import atexit
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(TOP, "build", "qemu", "python"))
+from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402
+
+# COLO_E2E_BUILD: another build tree to test (e.g. unpatched, to see a bug)
+BUILD = os.environ.get("COLO_E2E_BUILD",
+                       os.path.join(TOP, "build", "qemu", "build"))
+QEMU = os.path.join(BUILD, "qemu-system-x86_64")
+QEMU_IMG = os.path.join(BUILD, "qemu-img")
+GUEST_DIR = os.path.join(TOP, "tests", "colo", "guest")
+
+DEMO = "--demo" in sys.argv
+KEEP = "--keep" in sys.argv
+TAG = str(os.getpid())
+NS_HOST = "colo-h-" + TAG          # QEMU, bridge, taps, COLO channels
+NS_CLIENT = "colo-c-" + TAG        # the client
+BRIDGE = "cbr" + TAG
+TAP_P = "ctp" + TAG
+TAP_S = "cts" + TAG
+VETH_C = "cvc" + TAG
+VETH_B = "cvb" + TAG
+GUEST_IP = "192.168.77.10"
+CLIENT_IP = "192.168.77.2"
+GUEST_MAC = "52:54:00:77:00:10"
+DISK_SIZE = "64M"
+CHECKPOINT_DELAY_MS = int(os.environ.get("COLO_E2E_DELAY", "1000"))
+TRAFFIC_SECONDS = int(os.environ.get("COLO_E2E_TRAFFIC", "20"))  # soak runs
+NO_HTTP = bool(os.environ.get("COLO_E2E_NO_HTTP"))  # debugging only
+GLOBAL_TIMEOUT = 420
+BAD_CONSOLE = ("BUG:", "Oops", "Kernel panic", "COLO-GUEST-ERROR",
+               "general protection", "invalid opcode")
+
+T0 = time.monotonic()
+_started = []            # subprocess.Popen objects this script started
+_netns = []              # namespaces this script created
+_workdir = None
+_tapn = 0
+_results = []
+
+
+def elapsed():
+    return time.monotonic() - T0
+
+
+def log(msg):
+    for line in str(msg).splitlines() or [""]:
+        if DEMO:
+            print("[%6.1fs] %s" % (elapsed(), line), flush=True)
+        else:
+            print("# [%6.1fs] %s" % (elapsed(), line), flush=True)
+
+
+def tap(ok, name, diag=()):
+    global _tapn
+    _tapn += 1
+    _results.append(ok)
+    if DEMO:
+        print("[%6.1fs] %s: %s" % (elapsed(), "PASS" if ok else "FAIL", name),
+              flush=True)
+        for d in diag:
+            print("          " + d, flush=True)
+    else:
+        print("%s %d - %s" % ("ok" if ok else "not ok", _tapn, name), flush=True)
+        for d in diag:
+            print("# " + d, flush=True)
+
+
+# ---------------------------------------------------------------- cleanup
+
+def run(cmd, check=True, ns=None, timeout=60, **kw):
+    if ns:
+        cmd = ["ip", "netns", "exec", ns] + cmd
+    return subprocess.run(cmd, check=check, timeout=timeout,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, **kw)
+
+
+def start(cmd, ns=None, **kw):
+    if ns:
+        cmd = ["ip", "netns", "exec", ns] + cmd
+    p = subprocess.Popen(cmd, **kw)
+    _started.append(p)
+    return p
+
+
+def cleanup():
+    for p in _started:
+        if p.poll() is None:
+            try:
+                p.kill()
+            except OSError:
+                pass
+    for p in _started:
+        try:
+            p.wait(timeout=10)
+        except Exception:
+            pass
+    del _started[:]
+    for ns in reversed(_netns):
+        # deleting the namespace destroys the bridge, taps and veths in it
+        subprocess.run(["ip", "netns", "delete", ns],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    del _netns[:]
+    if _workdir and os.path.isdir(_workdir) and not KEEP:
+        shutil.rmtree(_workdir, ignore_errors=True)
+
+
+atexit.register(cleanup)
+# The QMP library's destructor complains about monitors of killed VMs.
+sys.unraisablehook = lambda unraisable: None
+
+
+def on_signal(signum, frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
+# ---------------------------------------------------------------- network
+
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+
+
+def enter_netns(ns):
+    """Move the calling thread (only) into namespace ns."""
+    fd = os.open("/run/netns/" + ns, os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, "setns(%s): %s" % (ns, os.strerror(e)))
+    finally:
+        os.close(fd)
+
+
+def setup_network():
+    for ns in (NS_HOST, NS_CLIENT):
+        run(["ip", "netns", "add", ns])
+        _netns.append(ns)
+        run(["ip", "link", "set", "lo", "up"], ns=ns)
+    h = NS_HOST
+    run(["ip", "link", "add", BRIDGE, "type", "bridge"], ns=h)
+    # no STP and no forwarding delay: ports forward as soon as they are up
+    run(["ip", "link", "set", BRIDGE, "type", "bridge", "stp_state", "0",
+         "forward_delay", "0"], ns=h)
+    run(["ip", "link", "set", BRIDGE, "up"], ns=h)
+    for t in (TAP_P, TAP_S):
+        run(["ip", "tuntap", "add", "dev", t, "mode", "tap"], ns=h)
+        run(["ip", "link", "set", t, "master", BRIDGE], ns=h)
+        run(["ip", "link", "set", t, "up"], ns=h)
+    run(["ip", "link", "add", VETH_B, "type", "veth", "peer", "name", VETH_C],
+        ns=h)
+    run(["ip", "link", "set", VETH_C, "netns", NS_CLIENT], ns=h)
+    run(["ip", "link", "set", VETH_B, "master", BRIDGE], ns=h)
+    run(["ip", "link", "set", VETH_B, "up"], ns=h)
+    run(["ip", "addr", "add", CLIENT_IP + "/24", "dev", VETH_C], ns=NS_CLIENT)
+    run(["ip", "link", "set", VETH_C, "up"], ns=NS_CLIENT)
+
+
+def tcp_counters():
+    """The client namespace's Tcp/TcpExt counters (/proc/net/{snmp,netstat})."""
+    out = run(["cat", "/proc/net/netstat", "/proc/net/snmp"],
+              ns=NS_CLIENT).stdout.splitlines()
+    d = {}
+    for head, vals in zip(out, out[1:]):
+        h, v = head.split(), vals.split()
+        if h[:1] != v[:1] or h[0] not in ("Tcp:", "TcpExt:"):
+            continue
+        if not all(x.lstrip("-").isdigit() for x in v[1:]):
+            continue
+        for n, x in zip(h[1:], v[1:]):
+            d[h[0][:-1] + n] = int(x)
+    return d
+
+
+def counter_delta(a, b):
+    return {k: b[k] - a.get(k, 0) for k in sorted(b)
+            if b[k] != a.get(k, 0) and "InSegs" not in k and
+            "OutSegs" not in k}
+
+
+def paws_estab():
+    return tcp_counters().get("TcpExtPAWSEstab", 0)
+
+
+class AnnounceSniffer(threading.Thread):
+    """Raw socket in the client namespace: records RARP/ARP frames."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.frames = []
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self.error = None
+
+    def run(self):
+        try:
+            enter_netns(NS_CLIENT)
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
+                              socket.htons(0x0003))
+            s.bind((VETH_C, 0))
+            s.settimeout(0.2)
+        except Exception as e:
+            self.error = e
+            self.ready.set()
+            return
+        self.ready.set()
+        while not self.stop.is_set():
+            try:
+                data = s.recv(2048)
+            except socket.timeout:
+                continue
+            if len(data) < 14:
+                continue
+            etype = struct.unpack("!H", data[12:14])[0]
+            if etype in (0x8035, 0x0806):
+                mac = lambda b: ":".join("%02x" % x for x in b)
+                self.frames.append((time.monotonic(), etype, mac(data[6:12]),
+                                    mac(data[0:6]), data[14:42].hex()))
+        s.close()
+
+
+# ---------------------------------------------------------------- client
+
+class Client(threading.Thread):
+    """One persistent TCP connection to the guest's port 7777 (PING/WRITE
+    alternately) plus, in a second thread, HTTP GETs to port 80."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.sock = None
+        self.expect = 1             # the next reply's request number
+        self.next_rec = 1
+        self.acked = []             # records the guest said WROTE
+        self.replies = []           # (time, line)
+        self.errors = []
+        self.lock = threading.Lock()
+        self.connected = threading.Event()
+        self.http_ok = 0
+        self.http_fail = []
+        self.http_stop = threading.Event()
+        self.http_thread = threading.Thread(target=self.http_loop, daemon=True)
+
+    def connect(self, deadline):
+        enter_netns(NS_CLIENT)
+        while time.monotonic() < deadline:
+            try:
+                s = socket.create_connection((GUEST_IP, 7777), timeout=2)
+                s.settimeout(1.0)
+                return s
+            except OSError:
+                time.sleep(0.5)
+        raise TimeoutError("guest port 7777 not reachable")
+
+    def readline(self, f, limit):
+        buf = b""
+        while time.monotonic() < limit:
+            try:
+                c = self.sock.recv(1)
+            except socket.timeout:
+                continue
+            if not c:
+                raise ConnectionError("connection closed by the guest")
+            if c == b"\n":
+                return buf.decode(errors="replace")
+            buf += c
+        raise TimeoutError("no reply within the time limit")
+
+    def run(self):
+        try:
+            self.sock = self.connect(time.monotonic() + 60)
+        except Exception as e:
+            self.errors.append("connect: %s" % e)
+            self.connected.set()
+            return
+        self.connected.set()
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            if i % 2:
+                req, k = "PING %d" % i, None
+            else:
+                k = self.next_rec
+                self.next_rec += 1
+                req = "WRITE %d" % k
+            try:
+                self.sock.sendall((req + "\n").encode())
+                line = self.readline(self.sock, time.monotonic() + 40)
+            except Exception as e:
+                self.errors.append("%s: %s" % (req, e))
+                return
+            words = line.split()
+            ok = False
+            if len(words) >= 2 and words[1].isdigit():
+                n = int(words[1])
+                if n != self.expect:
+                    self.errors.append("reply %r: expected request number %d"
+                                       % (line, self.expect))
+                self.expect = n + 1
+                if k is None:
+                    ok = words[0] == "PONG" and words[2:] == [str(i)]
+                else:
+                    ok = words[0] == "WROTE" and words[2:] == [str(k)]
+            if not ok:
+                self.errors.append("request %r got %r" % (req, line))
+            with self.lock:
+                self.replies.append((time.monotonic(), line))
+                if ok and k is not None:
+                    self.acked.append(k)
+            time.sleep(0.05)
+
+    def http_loop(self):
+        enter_netns(NS_CLIENT)
+        while not self.http_stop.is_set():
+            try:
+                s = socket.create_connection((GUEST_IP, 80), timeout=10)
+                s.settimeout(10)
+                s.sendall(b"GET / HTTP/1.0\r\nHost: guest\r\n\r\n")
+                data = b""
+                while True:
+                    c = s.recv(4096)
+                    if not c:
+                        break
+                    data += c
+                s.close()
+                if b"200 OK" in data.split(b"\r\n", 1)[0]:
+                    self.http_ok += 1
+                else:
+                    self.http_fail.append("bad reply %r" % data[:40])
+            except Exception as e:
+                self.http_fail.append(str(e))
+            self.http_stop.wait(0.7)
+
+    def count(self):
+        with self.lock:
+            return len(self.replies)
+
+    def last_reply(self):
+        with self.lock:
+            return self.replies[-1] if self.replies else (None, None)
+
+    def wait_replies(self, n, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.count() >= n or self.errors:
+                return self.count() >= n
+            time.sleep(0.05)
+        return False
+
+    def finish(self):
+        self.http_stop.set()
+        self.stop.set()
+        if self.is_alive():
+            self.join(45)
+        if self.http_thread.is_alive():
+            self.http_thread.join(15)
+        if self.sock:
+            self.sock.close()
+
+
+# ---------------------------------------------------------------- QEMU
+
+class VM:
+    def __init__(self, name, args):
+        self.name = name
+        self.qmp_path = os.path.join(_workdir, name + ".qmp")
+        self.console = os.path.join(_workdir, name + ".console")
+        self.stderr_path = os.path.join(_workdir, name + ".stderr")
+        self.args = args
+        self.proc = None
+        self.qmp = None
+        self.events = []
+
+    def launch(self):
+        for p in (self.qmp_path, self.console):
+            if os.path.exists(p):
+                os.unlink(p)
+        guest = GUEST
+        cmd = [QEMU, "-name", self.name, "-accel", "tcg", "-cpu", "qemu64",
+               "-m", "128", "-smp", "1", "-display", "none", "-vga", "none",
+               "-nodefaults", "-no-user-config",
+               "-serial", "file:" + self.console,
+               "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path,
+               "-kernel", guest["kernel"], "-initrd", guest["initrd"],
+               "-append", guest["append"] + " colo_ip=%s/24" % GUEST_IP,
+               ] + self.args
+        self.stderr = open(self.stderr_path, "w")
+        self.proc = start(cmd, ns=NS_HOST, stdout=self.stderr,
+                          stderr=subprocess.STDOUT)
+
+    def connect(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.qmp_path):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("%s: QEMU did not start: %s"
+                                   % (self.name, self.stderr_tail()))
+            time.sleep(0.1)
+        self.qmp = QEMUMonitorProtocol(self.qmp_path)
+        self.qmp.connect(negotiate=True)
+        self.qmp.settimeout(30)
+
+    def stderr_tail(self):
+        try:
+            with open(self.stderr_path) as f:
+                return f.read()[-1500:]
+        except OSError:
+            return ""
+
+    def cmd(self, _name, **args):
+        name = _name
+        r = self.qmp.cmd_obj({"execute": name, "arguments": args} if args
+                             else {"execute": name})
+        self.events += self.qmp.get_events(wait=False)
+        return r
+
+    def ok(self, _name, **args):
+        name = _name
+        r = self.cmd(name, **args)
+        if "error" in r:
+            raise RuntimeError("%s: %s %s -> %s" % (self.name, name,
+                                                   json.dumps(args), r["error"]))
+        return r["return"]
+
+    def hmp(self, line):
+        out = self.ok("human-monitor-command", **{"command-line": line})
+        if out.strip():
+            raise RuntimeError("%s: HMP %r: %s" % (self.name, line, out))
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(10)
+        if self.qmp:
+            try:
+                self.qmp.close()
+            except Exception:
+                pass
+            self.qmp = None
+
+    def quit(self):
+        try:
+            self.cmd("quit")
+        except Exception:
+            pass
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        try:
+            self.qmp.close()
+        except Exception:
+            pass
+        self.qmp = None
+
+    def console_text(self):
+        try:
+            with open(self.console, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def console_problems(self):
+        return [l for l in self.console_text().splitlines()
+                if any(b in l for b in BAD_CONSOLE)]
+
+
+def chardev_sockets(primary_ip):
+    return primary_ip
+
+
+def primary_args(disk):
+    return [
+        "-netdev", "tap,id=hn0,ifname=%s,script=no,downscript=no,vhost=off" % TAP_P,
+        "-device", "e1000,id=e0,netdev=hn0,mac=%s,romfile=" % GUEST_MAC,
+        "-chardev", "socket,id=mirror0,host=0.0.0.0,port=9003,server=on,wait=off",
+        "-chardev", "socket,id=compare1,host=0.0.0.0,port=9004,server=on,wait=on",
+        "-chardev", "socket,id=compare0,host=127.0.0.1,port=9001,server=on,wait=off",
+        "-chardev", "socket,id=compare0-0,host=127.0.0.1,port=9001",
+        "-chardev", "socket,id=compare_out,host=127.0.0.1,port=9005,server=on,wait=off",
+        "-chardev", "socket,id=compare_out0,host=127.0.0.1,port=9005",
+        "-object", "filter-mirror,id=m0,netdev=hn0,queue=tx,outdev=mirror0",
+        "-object", "filter-redirector,netdev=hn0,id=redire0,queue=rx,indev=compare_out",
+        "-object", "filter-redirector,netdev=hn0,id=redire1,queue=rx,outdev=compare0",
+        "-object", "iothread,id=iothread1",
+        "-object", "colo-compare,id=comp0,primary_in=compare0-0,"
+                   "secondary_in=compare1,outdev=compare_out0,iothread=iothread1",
+        "-drive", "if=ide,id=colo-disk0,driver=quorum,read-pattern=fifo,"
+                  "vote-threshold=1,children.0.file.filename=%s,"
+                  "children.0.driver=qcow2" % disk,
+        "-S",
+    ]
+
+
+def secondary_args(parent, active, hidden, primary_ip="127.0.0.1"):
+    return [
+        "-netdev", "tap,id=hn0,ifname=%s,script=no,downscript=no,vhost=off" % TAP_S,
+        "-device", "e1000,id=e0,netdev=hn0,mac=%s,romfile=" % GUEST_MAC,
+        "-chardev", "socket,id=red0,host=%s,port=9003,reconnect-ms=1000" % primary_ip,
+        "-chardev", "socket,id=red1,host=%s,port=9004,reconnect-ms=1000" % primary_ip,
+        "-object", "filter-redirector,id=f1,netdev=hn0,queue=tx,indev=red0",
+        "-object", "filter-redirector,id=f2,netdev=hn0,queue=rx,outdev=red1",
+        "-object", "filter-rewriter,id=rew0,netdev=hn0,queue=all",
+        "-drive", "if=none,id=parent0,file.filename=%s,driver=qcow2" % parent,
+        "-drive", "if=none,id=childs0,driver=replication,mode=secondary,"
+                  "file.driver=qcow2,top-id=colo-disk0,file.file.filename=%s,"
+                  "file.backing.driver=qcow2,file.backing.file.filename=%s,"
+                  "file.backing.backing=parent0" % (active, hidden),
+        "-drive", "if=ide,id=colo-disk0,driver=quorum,read-pattern=fifo,"
+                  "vote-threshold=1,children.0=childs0",
+        "-incoming", "tcp:0.0.0.0:9998",
+    ]
+
+
+class Pair:
+    """A COLO pair started the documented way."""
+
+    def __init__(self, tag):
+        d = os.path.join(_workdir, tag)
+        os.makedirs(d)
+        self.dir = d
+        self.pdisk = os.path.join(d, "primary.qcow2")
+        self.sparent = os.path.join(d, "secondary-parent.qcow2")
+        self.active = os.path.join(d, "secondary-active.qcow2")
+        self.hidden = os.path.join(d, "secondary-hidden.qcow2")
+        for img in (self.pdisk, self.active, self.hidden):
+            run([QEMU_IMG, "create", "-q", "-f", "qcow2", img, DISK_SIZE])
+        shutil.copy(self.pdisk, self.sparent)   # both start identical
+        global_name = tag
+        self.p = VM(global_name + "-primary", primary_args(self.pdisk))
+        self.s = VM(global_name + "-secondary",
+                    secondary_args(self.sparent, self.active, self.hidden))
+        self.pause_events = []
+
+    def start(self, timeout=90):
+        # the primary waits (compare1, wait=on) until the secondary connects
+        self.p.launch()
+        time.sleep(0.5)
+        self.s.launch()
+        self.p.connect()
+        self.s.connect()
+        s, p = self.s, self.p
+        s.ok("migrate-set-capabilities",
+             capabilities=[{"capability": "x-colo", "state": True}])
+        s.ok("nbd-server-start", addr={"type": "inet", "data": {
+            "host": "0.0.0.0", "port": "9999"}})
+        s.ok("nbd-server-add", device="parent0", writable=True)
+        p.hmp("drive_add -n buddy driver=replication,mode=primary,"
+              "file.driver=nbd,file.host=127.0.0.2,file.port=9999,"
+              "file.export=parent0,node-name=replication0")
+        p.ok("x-blockdev-change", parent="colo-disk0", node="replication0")
+        p.ok("migrate-set-capabilities",
+             capabilities=[{"capability": "x-colo", "state": True}])
+        p.ok("migrate-set-parameters", **{"x-checkpoint-delay":
+                                          CHECKPOINT_DELAY_MS})
+        p.ok("migrate", uri="tcp:127.0.0.2:9998")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pm = p.ok("query-colo-status")["mode"]
+            sm = s.ok("query-colo-status")["mode"]
+            if pm == "primary" and sm == "secondary":
+                break
+            if not p.alive() or not s.alive():
+                break
+            time.sleep(0.2)
+        return pm, sm
+
+    def wait_guest_ready(self, timeout=90):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "COLO-GUEST-READY" in self.p.console_text():
+                return True
+            if not self.p.alive():
+                return False
+            self.poll()
+            time.sleep(0.5)
+        return False
+
+    def poll(self):
+        """Run the primary's QMP, which collects its STOP/RESUME events
+        (query-migrate has no COLO statistics in 10.2.2); returns the
+        number of checkpoints so far: one STOP/RESUME pair each."""
+        if not self.p.alive() or self.p.qmp is None:
+            return len(self.pauses())
+        self.p.ok("query-status")
+        return len(self.pauses())
+
+    def pauses(self):
+        """Guest stop times of the primary (STOP->RESUME pairs), in ms."""
+        out = []
+        stop = None
+        for ev in self.p.events:
+            ts = ev["timestamp"]["seconds"] + ev["timestamp"]["microseconds"] / 1e6
+            if ev["event"] == "STOP":
+                stop = ts
+            elif ev["event"] == "RESUME" and stop is not None:
+                out.append((ts - stop) * 1000)
+                stop = None
+        return out
+
+
+def verify_disk(image_spec, records, name, fmt=None):
+    raw = os.path.join(_workdir, name + ".raw")
+    run([QEMU_IMG, "convert"] + (["-f", fmt] if fmt else []) +
+        ["-O", "raw", image_spec, raw], timeout=120)
+    spec = "1-%d" % max(records) if records else None
+    contiguous = records == list(range(1, len(records) + 1))
+    cmd = [sys.executable, os.path.join(GUEST_DIR, "verify-disk"), raw]
+    if spec:
+        cmd += ["--records", spec if contiguous
+                else ",".join(str(r) for r in records)]
+    r = run(cmd, check=False, timeout=120)
+    os.unlink(raw)
+    return r.returncode == 0, r.stdout.strip()
+
+
+def stats(vals):
+    if not vals:
+        return "none"
+    v = sorted(vals)
+    p = lambda q: v[min(len(v) - 1, int(q * len(v)))]
+    return "n=%d min=%.0f p50=%.0f p90=%.0f max=%.0f ms" % (
+        len(v), v[0], p(0.5), p(0.9), v[-1])
+
+
+def traffic_phase(pair, client, seconds):
+    """Let the client run for `seconds`; returns the checkpoint count."""
+    start_syncs = pair.poll()
+    end = time.monotonic() + seconds
+    next_report = time.monotonic() + 5
+    while time.monotonic() < end and not client.errors:
+        time.sleep(0.5)
+        n = pair.poll()
+        if not pair.p.alive() or not pair.s.alive():
+            break
+        if time.monotonic() >= next_report:
+            next_report += 5
+            pauses = pair.pauses()
+            log("  %d client replies (last %r), %d HTTP GETs; %d checkpoints, "
+                "last pause %.0f ms" % (client.count(), client.last_reply()[1],
+                                        client.http_ok, n,
+                                        pauses[-1] if pauses else 0))
+    return start_syncs, pair.poll()
+
+
+# ---------------------------------------------------------------- scenarios
+
+def scenario_secondary_failover():
+    """Tests 1-3: COLO under traffic, then the primary dies."""
+    pair = Pair("run1")
+    client = Client()
+    sniffer = AnnounceSniffer()
+    # 1. COLO starts and serves traffic
+    diag = []
+    ok = False
+    try:
+        pm, sm = pair.start()
+        log("COLO started: primary mode=%s, secondary mode=%s" % (pm, sm))
+        diag.append("query-colo-status: primary=%s secondary=%s" % (pm, sm))
+        if (pm, sm) != ("primary", "secondary"):
+            raise RuntimeError("COLO did not start")
+        if not pair.wait_guest_ready():
+            raise RuntimeError("guest not ready: primary console: %s"
+                               % pair.p.console_text()[-500:])
+        log("guest ready (COLO-GUEST-READY on the primary console)")
+        client.start()
+        if not NO_HTTP:
+            client.http_thread.start()
+        client.connected.wait(60)
+        if client.errors:
+            raise RuntimeError("client: %s" % client.errors)
+        log("client connected to %s:7777 from namespace %s"
+            % (GUEST_IP, NS_CLIENT))
+        s0, s1 = traffic_phase(pair, client, TRAFFIC_SECONDS)
+        checkpoints = (s1 or 0) - (s0 or 0)
+        pauses = pair.pauses()
+        n = client.count()
+        log("%d s of traffic: %d replies, last %r; %d HTTP GETs ok, %d failed"
+            % (TRAFFIC_SECONDS, n, client.last_reply()[1], client.http_ok,
+               len(client.http_fail)))
+        log("checkpoints during traffic: %d (%d since COLO started); "
+            "primary pause per checkpoint: %s" % (checkpoints, s1,
+                                                   stats(pauses)))
+        problems = pair.s.console_problems() + pair.p.console_problems()
+        diag += ["replies=%d errors=%s" % (n, client.errors[:3]),
+                 "http ok=%d failed=%d %s" % (client.http_ok,
+                                             len(client.http_fail),
+                                             client.http_fail[:2]),
+                 "checkpoints=%d pauses: %s" % (checkpoints, stats(pauses)),
+                 "console problems: %s" % problems[:3]]
+        ok = (not client.errors and n >= 20 and checkpoints >= 5 and
+              not problems and pair.p.alive() and pair.s.alive() and
+              not client.http_fail)
+    except Exception as e:
+        diag.append("exception: %s" % e)
+        diag += traceback.format_exc().splitlines()[-4:]
+    for vm in (pair.p, pair.s):
+        if not vm.alive():
+            diag.append("%s died: %s" % (vm.name, vm.stderr_tail()[-600:]))
+    tap(ok, "COLO starts and serves a client through checkpoints "
+        "(no lost/duplicated reply, secondary guest healthy)", diag)
+    if not ok:
+        client.finish()
+        tap(False, "secondary failover keeps the client's TCP connection "
+            "and announces the new primary", ["skipped: COLO not running"])
+        tap(False, "secondary's disk holds every acknowledged write",
+            ["skipped: COLO not running"])
+        return
+
+    # 2. kill the primary mid-traffic, secondary failover
+    diag = []
+    ok = False
+    try:
+        sniffer.start()
+        sniffer.ready.wait(5)
+        if sniffer.error:
+            raise RuntimeError("raw socket: %s" % sniffer.error)
+        tcp0 = tcp_counters()
+        paws0 = tcp0.get("TcpExtPAWSEstab", 0)
+        n_before = client.count()
+        client.wait_replies(n_before + 3, 10)
+        pair.poll()
+        pair.p.kill()               # returns once the process is reaped
+        t_kill = time.monotonic()
+        last_t, last = client.last_reply()
+        n_kill = client.count()
+        log("primary killed (kill -9) after reply %r" % last)
+        s = pair.s
+        t_cmd = time.monotonic()
+        s.ok("nbd-server-stop")
+        s.ok("x-colo-lost-heartbeat")
+        s.ok("object-del", id="f2")
+        s.ok("object-del", id="f1")
+        s.ok("chardev-remove", id="red1")
+        s.ok("chardev-remove", id="red0")
+        t_done = time.monotonic()
+        log("secondary failover commands done in %.0f ms (nbd-server-stop, "
+            "x-colo-lost-heartbeat, object-del f2 f1, chardev-remove red1 red0)"
+            % ((t_done - t_cmd) * 1000))
+        got = client.wait_replies(n_kill + 5, 40)
+        status = s.ok("query-status")["status"]
+        colo = s.ok("query-colo-status")
+        with client.lock:
+            after = [r for r in client.replies if r[0] > t_kill]
+        first_t = after[0][0] if after else None
+        time.sleep(2.0)     # the announce rounds take about 1.3 s
+        tcp1 = tcp_counters()
+        paws1 = tcp1.get("TcpExtPAWSEstab", 0)
+        sniffer.stop.set()
+        sniffer.join(5)
+        rarp = [f for f in sniffer.frames if f[0] > t_kill and
+                f[1] == 0x8035 and f[2] == GUEST_MAC]
+        seen = ["%+.3fs ethertype 0x%04x src %s dst %s" %
+                (f[0] - t_kill, f[1], f[2], f[3]) for f in sniffer.frames
+                if f[0] > t_kill]
+        log("secondary: status=%s colo=%s" % (status, colo))
+        if first_t:
+            log("client's first reply after the kill: %r, %.0f ms after the "
+                "kill (%.0f ms after the last reply before it)"
+                % (after[0][1], (first_t - t_kill) * 1000,
+                   (first_t - last_t) * 1000 if last_t else -1))
+        log("announcement frames seen in the client namespace: %d (%s)"
+            % (len(seen), "; ".join(seen[:6])))
+        log("client TcpExtPAWSEstab: %d -> %d; TCP counters changed across "
+            "the failover: %s" % (paws0, paws1, counter_delta(tcp0, tcp1)))
+        diag += ["replies after kill: %d, errors: %s" % (len(after),
+                                                         client.errors[:3]),
+                 "first reply after kill: %s" % (
+                     "%.0f ms" % ((first_t - t_kill) * 1000) if first_t
+                     else "none"),
+                 "frames seen after kill: %s" % seen[:8],
+                 "PAWSEstab delta: %d" % (paws1 - paws0),
+                 "secondary status=%s colo=%s" % (status, colo)]
+        ok = (got and not client.errors and len(rarp) >= 1 and
+              status == "running" and s.alive())
+    except Exception as e:
+        diag.append("exception: %s" % e)
+        diag += traceback.format_exc().splitlines()[-4:]
+    problems = pair.s.console_problems()
+    if problems:
+        ok = False
+        diag.append("secondary console: %s" % problems[:3])
+    tap(ok, "secondary failover: same TCP connection continues on the "
+        "secondary, RARP announcement reaches the client", diag)
+
+    # 3. the secondary's disk
+    client.finish()
+    diag = []
+    ok = False
+    try:
+        acked = sorted(client.acked)
+        log("client stopped: %d replies in all, %d writes acknowledged, "
+            "errors: %s" % (client.count(), len(acked), client.errors[:3]))
+        # Read the disk the way the guest sees it: after failover the
+        # replication driver commits active+hidden into parent0 and then
+        # writes go to parent0, so no fixed image chain is right at all
+        # times (qcow2 clusters of the old active layer would hide newer
+        # parent0 data).  Export the guest's device over NBD, VM stopped.
+        sock = os.path.join(_workdir, "verify.nbd")
+        pair.s.ok("stop")
+        pair.s.ok("nbd-server-start",
+                  addr={"type": "unix", "data": {"path": sock}})
+        pair.s.ok("nbd-server-add", device="colo-disk0", name="verify")
+        good, out = verify_disk("nbd+unix:///verify?socket=" + sock, acked,
+                                "run1-secondary", fmt="raw")
+        pair.s.quit()
+        log("verify-disk (secondary's colo-disk0 read over NBD, records "
+            "1-%d): %s" % (len(acked), "OK" if good else "FAILED"))
+        diag.append("verify-disk: %s" % out[:600])
+        ok = good and len(acked) > 0
+    except Exception as e:
+        diag.append("exception: %s" % e)
+    tap(ok, "secondary's disk holds every write the client was told was done",
+        diag)
+
+
+def scenario_primary_failover():
+    """Tests 4-6: the secondary dies; primary failover."""
+    pair = Pair("run2")
+    client = Client()
+    diag = []
+    ok = False
+    try:
+        pm, sm = pair.start()
+        if (pm, sm) != ("primary", "secondary"):
+            raise RuntimeError("COLO did not start: %s %s" % (pm, sm))
+        if not pair.wait_guest_ready():
+            raise RuntimeError("guest not ready")
+        log("second COLO pair up (primary/secondary); client traffic")
+        client.start()
+        if not NO_HTTP:
+            client.http_thread.start()
+        client.connected.wait(60)
+        s0, s1 = traffic_phase(pair, client, 8)
+        log("%d replies, %d checkpoints so far" % (client.count(),
+                                                   (s1 or 0) - (s0 or 0)))
+        if client.errors:
+            raise RuntimeError("client: %s" % client.errors[:3])
+        pair.s.kill()
+        t_kill = time.monotonic()
+        last_t, last = client.last_reply()
+        n_kill = client.count()
+        log("secondary killed (kill -9) after reply %r" % last)
+        p = pair.p
+        t_cmd = time.monotonic()
+        p.ok("x-blockdev-change", parent="colo-disk0", child="children.1")
+        p.hmp("drive_del replication0")
+        p.ok("object-del", id="comp0")
+        p.ok("object-del", id="iothread1")
+        p.ok("object-del", id="m0")
+        p.ok("object-del", id="redire0")
+        p.ok("object-del", id="redire1")
+        p.ok("x-colo-lost-heartbeat")
+        log("primary failover commands done in %.0f ms" %
+            ((time.monotonic() - t_cmd) * 1000))
+        got = client.wait_replies(n_kill + 5, 40)
+        with client.lock:
+            after = [r for r in client.replies if r[0] > t_kill]
+        status = p.ok("query-status")["status"]
+        if after:
+            log("client's first reply after the kill: %r, %.0f ms after the "
+                "kill (%.0f ms after the last reply before it)"
+                % (after[0][1], (after[0][0] - t_kill) * 1000,
+                   (after[0][0] - last_t) * 1000 if last_t else -1))
+        diag += ["replies after kill: %d errors: %s" % (len(after),
+                                                        client.errors[:3]),
+                 "primary status: %s" % status]
+        ok = got and not client.errors and status == "running"
+    except Exception as e:
+        diag.append("exception: %s" % e)
+        diag += traceback.format_exc().splitlines()[-4:]
+    for vm in (pair.p,):
+        if not vm.alive():
+            diag.append("%s died: %s" % (vm.name, vm.stderr_tail()[-600:]))
+    tap(ok, "primary failover: the client's TCP connection continues on the "
+        "primary", diag)
+
+    # 6 (before the disk check, which stops the primary): bad input
+    diag = []
+    ok = False
+    try:
+        r = pair.p.cmd("x-colo-lost-heartbeat")
+        st = pair.p.ok("query-status")["status"]
+        diag.append("reply: %s; status afterwards: %s" % (r, st))
+        log("x-colo-lost-heartbeat outside COLO: %s" %
+            (r.get("error", {}).get("desc", r)))
+        ok = "error" in r and pair.p.alive() and st == "running"
+    except Exception as e:
+        diag.append("exception: %s" % e)
+    tap(ok, "x-colo-lost-heartbeat when COLO is not running: clean error",
+        diag)
+
+    # 7: "Primary resume replication" with a new secondary, then a second
+    # primary failover; the same client connection keeps going throughout
+    diag = []
+    ok = False
+    try:
+        ok = resume_and_fail_again(pair, client, diag)
+    except Exception as e:
+        diag.append("exception: %s" % e)
+        diag += traceback.format_exc().splitlines()[-4:]
+    client.finish()
+    tap(ok, "primary resume replication with a new secondary, then a second "
+        "failover: the client's connection continues", diag)
+
+    diag = []
+    ok = False
+    try:
+        acked = sorted(client.acked)
+        if pair.p.alive():
+            pair.p.ok("stop")
+            pair.p.quit()
+        good, out = verify_disk(pair.pdisk, acked, "run2-primary")
+        log("verify-disk (primary image, records 1-%d): %s"
+            % (len(acked), "OK" if good else "FAILED"))
+        diag.append("verify-disk: %s" % out[:600])
+        ok = good and len(acked) > 0
+    except Exception as e:
+        diag.append("exception: %s" % e)
+    tap(ok, "primary's disk holds every write the client was told was done",
+        diag)
+
+
+def resume_and_fail_again(pair, client, diag):
+    p = pair.p
+    d = pair.dir
+    # a new secondary: fresh images, steps 2 and 3 of the procedure
+    parent = os.path.join(d, "secondary2-parent.qcow2")
+    active = os.path.join(d, "secondary2-active.qcow2")
+    hidden = os.path.join(d, "secondary2-hidden.qcow2")
+    for img in (parent, active, hidden):
+        run([QEMU_IMG, "create", "-q", "-f", "qcow2", img, DISK_SIZE])
+    s = VM(os.path.basename(d) + "-secondary2",
+           secondary_args(parent, active, hidden))
+    pair.s = s
+    s.launch()
+    s.connect()
+    s.ok("migrate-set-capabilities",
+         capabilities=[{"capability": "x-colo", "state": True}])
+    s.ok("nbd-server-start", addr={"type": "inet", "data": {
+        "host": "0.0.0.0", "port": "9999"}})
+    s.ok("nbd-server-add", device="parent0", writable=True)
+    log("new secondary started; resyncing the disk with drive-mirror")
+    p.ok("drive-mirror", device="colo-disk0", **{
+        "job-id": "resync", "target": "nbd://127.0.0.2:9999/parent0",
+        "mode": "existing", "format": "raw", "sync": "full"})
+    deadline = time.monotonic() + 60
+    ready = False
+    while time.monotonic() < deadline:
+        jobs = p.ok("query-block-jobs")
+        if jobs and jobs[0].get("ready"):
+            ready = True
+            break
+        time.sleep(0.3)
+    if not ready:
+        diag.append("drive-mirror not ready: %s" % jobs)
+        return False
+    p.ok("stop")
+    p.ok("block-job-cancel", device="resync")
+    deadline = time.monotonic() + 30
+    while p.ok("query-block-jobs") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    p.hmp("drive_add -n buddy driver=replication,mode=primary,"
+          "file.driver=nbd,file.host=127.0.0.2,file.port=9999,"
+          "file.export=parent0,node-name=replication0")
+    p.ok("x-blockdev-change", parent="colo-disk0", node="replication0")
+    p.ok("object-add", **{"qom-type": "filter-mirror", "id": "m0",
+                          "netdev": "hn0", "queue": "tx",
+                          "outdev": "mirror0"})
+    p.ok("object-add", **{"qom-type": "filter-redirector", "id": "redire0",
+                          "netdev": "hn0", "queue": "rx",
+                          "indev": "compare_out"})
+    p.ok("object-add", **{"qom-type": "filter-redirector", "id": "redire1",
+                          "netdev": "hn0", "queue": "rx",
+                          "outdev": "compare0"})
+    p.ok("object-add", **{"qom-type": "iothread", "id": "iothread1"})
+    p.ok("object-add", **{"qom-type": "colo-compare", "id": "comp0",
+                          "primary_in": "compare0-0",
+                          "secondary_in": "compare1",
+                          "outdev": "compare_out0",
+                          "iothread": "iothread1"})
+    p.ok("migrate-set-capabilities",
+         capabilities=[{"capability": "x-colo", "state": True}])
+    p.ok("migrate", uri="tcp:127.0.0.2:9998")
+    deadline = time.monotonic() + 60
+    pm = sm = None
+    while time.monotonic() < deadline:
+        pm = p.ok("query-colo-status")["mode"]
+        sm = s.ok("query-colo-status")["mode"]
+        if (pm, sm) == ("primary", "secondary") or not s.alive():
+            break
+        time.sleep(0.2)
+    log("replication resumed: primary mode=%s, new secondary mode=%s"
+        % (pm, sm))
+    diag.append("after resume: primary=%s secondary=%s" % (pm, sm))
+    if (pm, sm) != ("primary", "secondary"):
+        return False
+    c0 = pair.poll()
+    n0 = client.count()
+    traffic_phase(pair, client, 8)
+    c1 = pair.poll()
+    log("after resume: %d replies, %d checkpoints" % (client.count() - n0,
+                                                     c1 - c0))
+    if client.errors or c1 - c0 < 2 or s.console_problems():
+        diag.append("errors=%s checkpoints=%d console=%s" % (
+            client.errors[:3], c1 - c0, s.console_problems()[:3]))
+        return False
+    s.kill()
+    t_kill = time.monotonic()
+    n_kill = client.count()
+    log("new secondary killed (kill -9); second primary failover")
+    p.ok("x-blockdev-change", parent="colo-disk0", child="children.1")
+    p.hmp("drive_del replication0")
+    for obj in ("comp0", "iothread1", "m0", "redire0", "redire1"):
+        p.ok("object-del", id=obj)
+    p.ok("x-colo-lost-heartbeat")
+    got = client.wait_replies(n_kill + 5, 40)
+    with client.lock:
+        after = [r for r in client.replies if r[0] > t_kill]
+    if after:
+        log("client's first reply after the second kill: %r, %.0f ms after "
+            "it" % (after[0][1], (after[0][0] - t_kill) * 1000))
+    st = p.ok("query-status")["status"]
+    diag.append("after second failover: %d replies, status %s, errors %s"
+                % (len(after), st, client.errors[:3]))
+    return got and not client.errors and st == "running"
+
+
+GUEST = None
+
+
+def main():
+    global _workdir, GUEST
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGALRM, on_signal)
+    signal.alarm(GLOBAL_TIMEOUT)
+    total = 7
+    if not DEMO:
+        print("1..%d" % total, flush=True)
+    try:
+        for exe in (QEMU, QEMU_IMG):
+            if not os.access(exe, os.X_OK):
+                raise RuntimeError("%s not built" % exe)
+        if os.geteuid() != 0:
+            raise RuntimeError("needs root (network namespaces, taps)")
+        _workdir = tempfile.mkdtemp(prefix="colo-e2e-")
+        r = run([sys.executable, os.path.join(GUEST_DIR, "build-guest"),
+                 "--quiet"], timeout=900)
+        GUEST = json.loads(r.stdout)
+        log("guest: kernel %s; work dir %s" % (GUEST["kernel_version"],
+                                                _workdir))
+        setup_network()
+        log("namespaces %s (QEMU, bridge %s, taps %s %s) and %s (client %s)"
+            % (NS_HOST, BRIDGE, TAP_P, TAP_S, NS_CLIENT, CLIENT_IP))
+        scenario_secondary_failover()
+        cleanup_vms()
+        scenario_primary_failover()
+    except BaseException as e:
+        log("aborted: %s" % e)
+        for line in traceback.format_exc().splitlines()[-6:]:
+            log(line)
+        while _tapn < total:
+            tap(False, "not run", ["aborted: %s" % e])
+    finally:
+        signal.alarm(0)
+        cleanup()
+    failed = _results.count(False)
+    log("%d passed, %d failed; %.0f s in all; nothing left running"
+        % (_results.count(True), failed, elapsed()))
+    return 1 if failed else 0
+
+
+def cleanup_vms():
+    for p in _started:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
