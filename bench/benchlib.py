@@ -71,14 +71,18 @@ class Qemu:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                      stderr=open(os.path.join(
                                          workdir, name + ".stderr"), "w"))
+        # The socket file appears at bind(), a moment before listen().
         deadline = time.monotonic() + 30
-        while not os.path.exists(self.qmp_path):
+        while True:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("QEMU did not start: " + open(os.path.join(
                     workdir, name + ".stderr")).read())
-            time.sleep(0.02)
-        self.qmp = QEMUMonitorProtocol(self.qmp_path)
-        self.qmp.connect()
+            try:
+                self.qmp = QEMUMonitorProtocol(self.qmp_path)
+                self.qmp.connect()
+                break
+            except Exception:
+                time.sleep(0.02)
 
     def wait_console(self, marker, timeout=60):
         deadline = time.monotonic() + timeout

@@ -62,11 +62,13 @@ class Pinger(threading.Thread):
         self.port = port
         self.stop = False
         self.replies = 0
+        self.error = None
 
     def run(self):
         try:
+            # user networking accepts at once; the guest may not yet
             with socket.create_connection(("127.0.0.1", self.port),
-                                          timeout=2) as s:
+                                          timeout=10) as s:
                 f = s.makefile("rw")
                 while not self.stop:
                     f.write("PING bench\n")
@@ -75,8 +77,8 @@ class Pinger(threading.Thread):
                         return
                     self.replies += 1
                     time.sleep(0.01)
-        except OSError:
-            return
+        except OSError as e:
+            self.error = e
 
 
 def one_run(flavour, trigger, g, workdir):
@@ -100,9 +102,12 @@ def one_run(flavour, trigger, g, workdir):
         vm.wait_console("COLO-GUEST-READY", timeout=90)
         pinger = Pinger(port)
         pinger.start()
-        time.sleep(1.0)
-        if pinger.replies == 0:
-            raise RuntimeError("no network traffic reached the guest")
+        deadline = time.monotonic() + 20
+        while pinger.replies < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if pinger.replies < 20:
+            raise RuntimeError("no network traffic reached the guest: %s"
+                               % pinger.error)
         if image_unlocked(image):
             raise RuntimeError("image not locked while the VM runs")
         watcher = LockWatcher(image)

@@ -1,0 +1,469 @@
+#!/usr/bin/python3
+"""Benchmark: what COLO costs a client, and how long a failover interrupts it.
+
+Reuses the machinery of tests/colo/colo-e2e.py (network namespaces, bridge,
+taps, the documented primary/secondary pair, the test guest, cleanup) and
+measures, in one run:
+
+  1. request latency: PING round trips on one persistent TCP connection
+     (a request every 10 ms), through a COLO pair and through the same guest
+     without COLO (one VM on the same bridge/tap, no filters); p50/p99 and
+     the COLO/plain ratio;
+  2. checkpoints: primary STOP->RESUME pairs (as colo-e2e counts them) per
+     second and their pause p50/p99, over --window seconds each at an idle
+     guest (one PING every 2 s) and under load: "write" = the client sends
+     WRITE k back to back (guest dirties page cache and disk, replies are
+     identical so no compare mismatch), "http" = HTTP GETs whose Date header
+     differs between the guests (mismatch-forced checkpoints);
+  3. secondary failover: the primary is killed (kill -9) while the client
+     pings every 10 ms; interruption = first reply after the kill minus the
+     last reply before it, minus the time the failover QMP commands took;
+     p50/p99 over --failovers fresh pairs.
+
+Needs root.  The guest's background disk writer is off (colo_bg=off) unless
+--bg is given, so "idle" really is idle.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import benchlib  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location(
+    "colo_e2e", os.path.join(TOP, "tests", "colo", "colo-e2e.py"))
+E = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(E)
+
+T0 = time.monotonic()
+
+
+def note(msg):
+    print("[%6.1fs] %s" % (time.monotonic() - T0, msg), file=sys.stderr,
+          flush=True)
+
+
+# ---------------------------------------------------------------- client
+
+class Prober(E.Client):
+    """colo-e2e's Client (connection in the client namespace, reply
+    bookkeeping, wait_replies/last_reply/finish), with a request loop that
+    times every round trip and whose request mix can be switched on the fly:
+
+      ping   PING, then 10 ms pause
+      idle   PING every 2 s
+      write  WRITE k back to back
+    """
+
+    GAPS = {"ping": 0.01, "idle": 2.0, "write": 0.0}
+
+    def __init__(self, mode="ping"):
+        super().__init__()
+        self.mode = mode
+        self.rtts = []          # (send time, round trip ms, mode)
+
+    def set_mode(self, mode):
+        self.mode = mode
+
+    def run(self):
+        try:
+            self.sock = self.connect(time.monotonic() + 60)
+        except Exception as e:
+            self.errors.append("connect: %s" % e)
+            self.connected.set()
+            return
+        self.connected.set()
+        i = 0
+        while not self.stop.is_set():
+            mode = self.mode
+            i += 1
+            if mode == "write":
+                k = (self.next_rec - 1) % 65535 + 1
+                self.next_rec += 1
+                req, want = "WRITE %d" % k, ["WROTE", None, str(k)]
+            else:
+                k = None
+                req, want = "PING %d" % i, ["PONG", None, str(i)]
+            t_send = time.monotonic()
+            try:
+                self.sock.sendall((req + "\n").encode())
+                line = self.readline(self.sock, time.monotonic() + 40)
+            except Exception as e:
+                self.errors.append("%s: %s" % (req, e))
+                return
+            t_reply = time.monotonic()
+            words = line.split()
+            ok = (len(words) == 3 and words[0] == want[0] and
+                  words[1].isdigit() and words[2] == want[2])
+            if ok:
+                n = int(words[1])
+                if n != self.expect:
+                    self.errors.append("reply %r: expected request number %d"
+                                       % (line, self.expect))
+                self.expect = n + 1
+            else:
+                self.errors.append("request %r got %r" % (req, line))
+            with self.lock:
+                self.replies.append((t_reply, line))
+                self.rtts.append((t_send, (t_reply - t_send) * 1000, mode))
+                if ok and k is not None:
+                    self.acked.append(k)
+            gap = self.GAPS[mode]
+            end = time.monotonic() + gap
+            # sleep, but wake up at once if the mode or stop changes
+            while gap and not self.stop.is_set() and self.mode == mode:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                time.sleep(min(left, 0.05) if gap > 0.05 else left)
+
+    def rtts_between(self, t0, t1, mode):
+        with self.lock:
+            return [r for (t, r, m) in self.rtts if t0 <= t < t1 and m == mode]
+
+
+# ---------------------------------------------------------------- helpers
+
+def summ(vals):
+    return benchlib.summary(vals) if vals else None
+
+
+def fmt(s, key):
+    return "%.1f" % s[key] if s else "-"
+
+
+def plain_vm(tag):
+    """The guest without COLO: one VM on the primary's tap, no filters."""
+    d = os.path.join(E._workdir, tag)
+    os.makedirs(d)
+    disk = os.path.join(d, "plain.qcow2")
+    E.run([E.QEMU_IMG, "create", "-q", "-f", "qcow2", disk, E.DISK_SIZE])
+    return E.VM(tag, [
+        "-netdev", "tap,id=hn0,ifname=%s,script=no,downscript=no,vhost=off"
+        % E.TAP_P,
+        "-device", "e1000,id=e0,netdev=hn0,mac=%s,romfile=" % E.GUEST_MAC,
+        "-drive", "if=ide,id=colo-disk0,driver=qcow2,file=%s" % disk])
+
+
+def wait_console(vm, marker, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if marker in vm.console_text():
+            return
+        if not vm.alive():
+            raise RuntimeError("%s died: %s" % (vm.name, vm.stderr_tail()))
+        time.sleep(0.2)
+    raise RuntimeError("%s: no %s on the console" % (vm.name, marker))
+
+
+def start_client(mode):
+    c = Prober(mode)
+    c.start()
+    c.connected.wait(70)
+    if c.errors:
+        raise RuntimeError("client: %s" % c.errors[:3])
+    return c
+
+
+def measure_window(pair, client, mode, seconds, http=False):
+    """Run the client in `mode` (plus HTTP GETs if http) for `seconds`;
+    returns the round trips and, for a pair, the checkpoints in the window."""
+    client.set_mode(mode)
+    time.sleep(0.3)             # let a request of the previous mode finish
+    if http:
+        client.http_stop.clear()
+        if not client.http_thread.is_alive():
+            client.http_thread = threading.Thread(target=client.http_loop,
+                                                  daemon=True)
+            client.http_thread.start()
+    n0 = pair.poll() if pair else 0
+    http0 = client.http_ok
+    t0 = time.monotonic()
+    end = t0 + seconds
+    while time.monotonic() < end and not client.errors:
+        time.sleep(0.5)
+        if pair:
+            pair.poll()
+            if not pair.p.alive() or not pair.s.alive():
+                raise RuntimeError("a COLO VM died during the window")
+    t1 = time.monotonic()
+    if http:
+        client.http_stop.set()
+        client.http_thread.join(15)
+    if client.errors:
+        raise RuntimeError("client: %s" % client.errors[:3])
+    out = {"seconds": round(t1 - t0, 2),
+           "rtt_ms": client.rtts_between(t0, t1, mode),
+           "http_gets": client.http_ok - http0}
+    if pair:
+        n1 = pair.poll()
+        out["checkpoints"] = n1 - n0
+        out["pause_ms"] = pair.pauses()[n0:n1]
+    return out
+
+
+def start_pair(tag):
+    pair = E.Pair(tag)
+    pm, sm = pair.start()
+    if (pm, sm) != ("primary", "secondary"):
+        raise RuntimeError("%s: COLO did not start (primary %s, secondary %s)"
+                           "; %s" % (tag, pm, sm, pair.s.stderr_tail()[-400:]))
+    if not pair.wait_guest_ready(120):
+        raise RuntimeError("%s: guest not ready: %s"
+                           % (tag, pair.p.console_text()[-400:]))
+    return pair
+
+
+def secondary_failover(pair, client):
+    """Kill the primary; run docs/COLO-FT.txt's secondary failover; time the
+    client's interruption.  The client is pinging every 10 ms."""
+    # the secondary must hold the connection: a couple of checkpoints first
+    c0 = pair.poll()
+    deadline = time.monotonic() + 30
+    while pair.poll() < c0 + 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    n = client.count()
+    if not client.wait_replies(n + 5, 20):
+        raise RuntimeError("no client traffic before the kill: %s"
+                           % client.errors[:3])
+    pair.p.kill()                    # SIGKILL, returns once reaped
+    t_kill = time.monotonic()
+    s = pair.s
+    t_cmd = time.monotonic()
+    s.ok("nbd-server-stop")
+    s.ok("x-colo-lost-heartbeat")
+    s.ok("object-del", id="f2")
+    s.ok("object-del", id="f1")
+    s.ok("chardev-remove", id="red1")
+    s.ok("chardev-remove", id="red0")
+    t_done = time.monotonic()
+    n_kill = len([r for r in client.replies if r[0] <= t_kill])
+    if not client.wait_replies(n_kill + 3, 40):
+        raise RuntimeError("client not served after failover: %s"
+                           % client.errors[:3])
+    with client.lock:
+        before = [r[0] for r in client.replies if r[0] <= t_kill]
+        after = [r[0] for r in client.replies if r[0] > t_kill]
+    cmd_ms = (t_done - t_cmd) * 1000
+    gap_ms = (after[0] - before[-1]) * 1000
+    return {"gap_ms": gap_ms, "commands_ms": cmd_ms,
+            "interruption_ms": gap_ms - cmd_ms,
+            "kill_to_first_reply_ms": (after[0] - t_kill) * 1000}
+
+
+def end_pair(pair, client):
+    if client:
+        client.finish()
+    for vm in (pair.p, pair.s):
+        if vm.proc is not None and vm.alive():
+            vm.kill()
+    shutil.rmtree(pair.dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- main
+
+def run_bench(opts, res):
+    loads = [x for x in opts.load.split(",") if x]
+    for x in loads:
+        if x not in ("write", "http"):
+            raise SystemExit("--load: 'write' and/or 'http'")
+
+    # 1a. the plain guest
+    note("plain VM (no COLO): booting")
+    vm = plain_vm("plain")
+    vm.launch()
+    vm.connect()
+    wait_console(vm, "COLO-GUEST-READY")
+    client = start_client("ping")
+    w = measure_window(None, client, "ping", opts.window)
+    res["latency"]["plain"] = summ(w["rtt_ms"])
+    note("plain VM: %d round trips" % len(w["rtt_ms"]))
+    client.finish()
+    vm.kill()
+
+    # 1b, 2, 3 (first failover): one COLO pair
+    for i in range(max(1, opts.failovers)):
+        tag = "pair%d" % (i + 1)
+        note("%s: starting COLO" % tag)
+        pair = start_pair(tag)
+        client = None
+        try:
+            client = start_client("ping")
+            if i == 0:
+                note("%s: latency window" % tag)
+                w = measure_window(pair, client, "ping", opts.window)
+                res["latency"]["colo"] = summ(w["rtt_ms"])
+                res["checkpoints"]["ping"] = cp_row(w)
+                note("%s: idle window" % tag)
+                res["checkpoints"]["idle"] = cp_row(
+                    measure_window(pair, client, "idle", opts.window))
+                for load in loads:
+                    note("%s: %s load window" % (tag, load))
+                    if load == "write":
+                        w = measure_window(pair, client, "write", opts.window)
+                    else:
+                        w = measure_window(pair, client, "idle", opts.window,
+                                           http=True)
+                    res["checkpoints"][load] = cp_row(w)
+                client.set_mode("ping")
+            if opts.failovers == 0:
+                break
+            try:
+                f = secondary_failover(pair, client)
+                res["failover"]["runs"].append(f)
+                note("%s: failover interruption %.0f ms (gap %.0f ms, "
+                     "commands %.0f ms)" % (tag, f["interruption_ms"],
+                                           f["gap_ms"], f["commands_ms"]))
+            except Exception as e:
+                res["failover"]["failed"].append("%s: %s" % (tag, e))
+                note("%s: failover FAILED: %s" % (tag, e))
+        finally:
+            end_pair(pair, client)
+
+
+def cp_row(w):
+    return {"seconds": w["seconds"], "checkpoints": w["checkpoints"],
+            "per_second": w["checkpoints"] / w["seconds"],
+            "pause_ms": summ(w["pause_ms"]),
+            "requests": len(w["rtt_ms"]), "http_gets": w["http_gets"]}
+
+
+def print_table(opts, res):
+    print("COLO (TCG guest, x-checkpoint-delay %d ms, %s s windows)"
+          % (res["config"]["checkpoint_delay_ms"], opts.window))
+    lat = res["latency"]
+    print("\nClient PING round trip on one persistent TCP connection (ms)")
+    print("%-20s %8s %8s %8s %8s" % ("", "n", "p50", "p99", "max"))
+    for name in ("plain", "colo"):
+        s = lat.get(name)
+        print("%-20s %8s %8s %8s %8s" % (
+            "no COLO" if name == "plain" else "COLO",
+            s["n"] if s else "-", fmt(s, "p50"), fmt(s, "p99"),
+            fmt(s, "max")))
+    if lat.get("plain") and lat.get("colo"):
+        print("%-20s %8s %7.1fx %7.1fx" % ("ratio COLO/no COLO", "",
+                                           lat["ratio_p50"], lat["ratio_p99"]))
+
+    print("\nCheckpoints (primary STOP->RESUME), pause in ms")
+    print("%-34s %6s %8s %8s %8s %8s" % ("client load", "count", "per s",
+                                         "p50", "p99", "req/s"))
+    labels = {"idle": "idle (PING every 2 s)",
+              "ping": "PING every 10 ms",
+              "write": "WRITE k back to back",
+              "http": "HTTP GETs (mismatches)"}
+    for k in ("idle", "ping", "write", "http"):
+        r = res["checkpoints"].get(k)
+        if not r:
+            continue
+        rate = (r["http_gets"] if k == "http" else r["requests"]) \
+            / r["seconds"]
+        print("%-34s %6d %8.2f %8s %8s %8.1f" % (
+            labels[k], r["checkpoints"], r["per_second"],
+            fmt(r["pause_ms"], "p50"), fmt(r["pause_ms"], "p99"), rate))
+
+    fo = res["failover"]
+    print("\nSecondary failover (primary kill -9), client pinging every "
+          "10 ms; ms")
+    print("%-40s %8s %8s %8s" % ("", "p50", "p99", "max"))
+    for key, label in (("interruption_ms", "interruption (gap - commands)"),
+                       ("gap_ms", "last reply -> first reply"),
+                       ("commands_ms", "failover QMP commands"),
+                       ("kill_to_first_reply_ms", "kill -> first reply")):
+        s = fo.get(key)
+        print("%-40s %8s %8s %8s" % (label, fmt(s, "p50"), fmt(s, "p99"),
+                                     fmt(s, "max")))
+    print("failovers: %d ok, %d failed%s" % (
+        len(fo["runs"]), len(fo["failed"]),
+        ("  (" + "; ".join(fo["failed"][:3]) + ")") if fo["failed"] else ""))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--window", type=float, default=20,
+                    help="seconds per measurement window (default 20)")
+    ap.add_argument("--failovers", type=int, default=10,
+                    help="secondary failovers, one fresh pair each "
+                         "(default 10)")
+    ap.add_argument("--load", default="write",
+                    help="loaded checkpoint windows: write, http or "
+                         "write,http (default write)")
+    ap.add_argument("--checkpoint-delay", type=int,
+                    default=E.CHECKPOINT_DELAY_MS,
+                    help="x-checkpoint-delay in ms (default %d, colo-e2e's)"
+                         % E.CHECKPOINT_DELAY_MS)
+    ap.add_argument("--bg", action="store_true",
+                    help="keep the guest's background disk writer on")
+    ap.add_argument("--json", help="write the results here too")
+    # bench/run passes $BENCH_ARGS to every benchmark: ignore the others'
+    opts, unknown = ap.parse_known_args()
+    if unknown:
+        note("ignoring arguments not for this benchmark: %s" % unknown)
+    if os.geteuid() != 0:
+        sys.exit("bench/colo.py: needs root (network namespaces, taps)")
+    for exe in (E.QEMU, E.QEMU_IMG):
+        if not os.access(exe, os.X_OK):
+            sys.exit("bench/colo.py: %s is not built" % exe)
+
+    E.CHECKPOINT_DELAY_MS = opts.checkpoint_delay
+    signal.signal(signal.SIGTERM, E.on_signal)
+    signal.signal(signal.SIGHUP, E.on_signal)
+    res = {"config": {"window_s": opts.window, "failovers": opts.failovers,
+                      "load": opts.load, "bg_writer": opts.bg,
+                      "checkpoint_delay_ms": opts.checkpoint_delay,
+                      "qemu": E.QEMU},
+           "latency": {}, "checkpoints": {},
+           "failover": {"runs": [], "failed": []}}
+    err = None
+    try:
+        g = benchlib.guest()
+        if not opts.bg:
+            g = dict(g, append=g["append"] + " colo_bg=off")
+        E.GUEST = g
+        E._workdir = tempfile.mkdtemp(prefix="colo-bench-")
+        E.setup_network()
+        note("namespaces %s / %s ready" % (E.NS_HOST, E.NS_CLIENT))
+        run_bench(opts, res)
+    except BaseException as e:
+        err = "%s: %s" % (type(e).__name__, e)
+        note("aborted: " + err)
+        if not isinstance(e, KeyboardInterrupt):
+            for line in traceback.format_exc().splitlines()[-6:]:
+                note(line)
+    finally:
+        E.cleanup()
+        note("cleaned up (VMs killed, namespaces %s %s deleted)"
+             % (E.NS_HOST, E.NS_CLIENT))
+
+    lat = res["latency"]
+    if lat.get("plain") and lat.get("colo"):
+        lat["ratio_p50"] = lat["colo"]["p50"] / lat["plain"]["p50"]
+        lat["ratio_p99"] = lat["colo"]["p99"] / lat["plain"]["p99"]
+    fo = res["failover"]
+    for key in ("interruption_ms", "gap_ms", "commands_ms",
+                "kill_to_first_reply_ms"):
+        fo[key] = summ([r[key] for r in fo["runs"]])
+    if err:
+        res["error"] = err
+    print_table(opts, res)
+    if err:
+        print("INCOMPLETE: " + err)
+    if opts.json:
+        with open(opts.json, "w") as f:
+            json.dump(res, f, indent=2)
+    return 1 if err or fo["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
