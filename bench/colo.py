@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -417,6 +416,8 @@ def main():
             sys.exit("bench/colo.py: %s is not built" % exe)
 
     E.CHECKPOINT_DELAY_MS = opts.checkpoint_delay
+    # Ctrl-C even when started from a shell that ignores SIGINT (cmd &)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, E.on_signal)
     signal.signal(signal.SIGHUP, E.on_signal)
     res = {"config": {"window_s": opts.window, "failovers": opts.failovers,
