@@ -394,32 +394,46 @@ static void check_dump_guest_memory(QTestState *qts)
     unlink(path);
 }
 
-static void test_memory_failure_ao_freeze(void)
+/*
+ * Inject a memory failure at POISON_GPA under memory-failure=freeze and
+ * check the events (HARDWARE_ERROR, then for action-optional also
+ * MEMORY_FAILURE, then FAILOVER_SAFE) and the resulting state.
+ */
+static void inject_and_expect_freeze(QTestState *qts, bool action_required)
 {
-    QTestState *qts = qtest_init("-machine pc -m 64 "
-                                 "-action memory-failure=freeze");
     QDict *ev;
 
-    /* make the poisoned page recognisable if it were ever read */
-    qtest_memset(qts, POISON_GPA, 0xa5, 4096);
-    qtest_memset(qts, POISON_GPA + 4096, 0x5a, 4096);
     qtest_qmp_assert_success(qts, "{ 'execute': 'x-inject-memory-failure', "
                              "'arguments': { 'address': %d, "
-                             "'action-required': false } }", POISON_GPA);
+                             "'action-required': %i } }", POISON_GPA,
+                             action_required);
     ev = qtest_qmp_eventwait_ref(qts, "HARDWARE_ERROR");
     check_hardware_error(qdict_get_qdict(qdict_get_qdict(ev, "data"),
-                                         "error"), false, "freeze");
+                                         "error"), action_required, "freeze");
     qobject_unref(ev);
-    ev = qtest_qmp_eventwait_ref(qts, "MEMORY_FAILURE");
-    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "action"),
-                    ==, "freeze");
-    qobject_unref(ev);
+    if (!action_required) {
+        ev = qtest_qmp_eventwait_ref(qts, "MEMORY_FAILURE");
+        g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "action"),
+                        ==, "freeze");
+        qobject_unref(ev);
+    }
     ev = qtest_qmp_eventwait_ref(qts, "FAILOVER_SAFE");
     g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "reason"),
                     ==, "memory-failure");
     qobject_unref(ev);
     assert_status(qts, "failover-safe", false);
-    check_query_hardware_errors(qts, false, "freeze");
+    check_query_hardware_errors(qts, action_required, "freeze");
+}
+
+static void test_memory_failure_ao_freeze(void)
+{
+    QTestState *qts = qtest_init("-machine pc -m 64 "
+                                 "-action memory-failure=freeze");
+
+    /* make the poisoned page recognisable if it were ever read */
+    qtest_memset(qts, POISON_GPA, 0xa5, 4096);
+    qtest_memset(qts, POISON_GPA + 4096, 0x5a, 4096);
+    inject_and_expect_freeze(qts, false);
     assert_failover_safe_info(qts, "memory-failure");
     check_dump_skips_poison(qts);
     check_dump_guest_memory(qts);
@@ -835,22 +849,8 @@ static void test_memory_failure_ar_freeze_tcg(void)
     g_autofree char *disk = make_boot_disk();
     QTestState *qts = start_tcg_guest(disk, "-action memory-failure=freeze");
     uint16_t c1, c2;
-    QDict *ev;
 
-    qtest_qmp_assert_success(qts, "{ 'execute': 'x-inject-memory-failure', "
-                             "'arguments': { 'address': %d, "
-                             "'action-required': true } }", POISON_GPA);
-    /* events come in this order: HARDWARE_ERROR, ..., FAILOVER_SAFE */
-    ev = qtest_qmp_eventwait_ref(qts, "HARDWARE_ERROR");
-    check_hardware_error(qdict_get_qdict(qdict_get_qdict(ev, "data"),
-                                         "error"), true, "freeze");
-    qobject_unref(ev);
-    ev = qtest_qmp_eventwait_ref(qts, "FAILOVER_SAFE");
-    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "reason"),
-                    ==, "memory-failure");
-    qobject_unref(ev);
-    assert_status(qts, "failover-safe", false);
-    check_query_hardware_errors(qts, true, "freeze");
+    inject_and_expect_freeze(qts, true);
 
     /* the guest never runs again */
     c1 = qtest_readw(qts, COUNTER_ADDR);
