@@ -1018,17 +1018,15 @@ def scenario_primary_failover():
         diag)
 
 
-def resume_and_fail_again(pair, client, diag):
-    p = pair.p
-    d = pair.dir
-    # a new secondary: fresh images, steps 2 and 3 of the procedure
-    parent = os.path.join(d, "secondary2-parent.qcow2")
-    active = os.path.join(d, "secondary2-active.qcow2")
-    hidden = os.path.join(d, "secondary2-hidden.qcow2")
-    for img in (parent, active, hidden):
-        run([QEMU_IMG, "create", "-q", "-f", "qcow2", img, DISK_SIZE])
-    s = VM(os.path.basename(d) + "-secondary2",
-           secondary_args(parent, active, hidden))
+def start_new_secondary(pair, name, size):
+    """Start a secondary with fresh images of @size for @pair's primary
+    (steps 2 and 3 of "Primary resume replication"): x-colo on, its
+    parent0 exported writable over NBD.  Returns the VM."""
+    images = [os.path.join(pair.dir, "%s-%s.qcow2" % (name, layer))
+              for layer in ("parent", "active", "hidden")]
+    for img in images:
+        run([QEMU_IMG, "create", "-q", "-f", "qcow2", img, size])
+    s = VM(os.path.basename(pair.dir) + "-" + name, secondary_args(*images))
     pair.s = s
     s.launch()
     s.connect()
@@ -1037,6 +1035,13 @@ def resume_and_fail_again(pair, client, diag):
     s.ok("nbd-server-start", addr={"type": "inet", "data": {
         "host": "0.0.0.0", "port": "9999"}})
     s.ok("nbd-server-add", device="parent0", writable=True)
+    return s
+
+
+def resume_and_fail_again(pair, client, diag):
+    p = pair.p
+    # a new secondary: fresh images, steps 2 and 3 of the procedure
+    s = start_new_secondary(pair, "secondary2", DISK_SIZE)
     log("new secondary started; resyncing the disk with drive-mirror")
     p.ok("drive-mirror", device="colo-disk0", **{
         "job-id": "resync", "target": "nbd://127.0.0.2:9999/parent0",
@@ -1288,23 +1293,8 @@ def bad_disk_size(pair, client, diag):
     """A new secondary whose disks are smaller than the primary's, attached
     with "Primary resume replication" to a primary serving alone."""
     p = pair.p
-    d = pair.dir
     small = "32M"
-    parent = os.path.join(d, "secondary3-parent.qcow2")
-    active = os.path.join(d, "secondary3-active.qcow2")
-    hidden = os.path.join(d, "secondary3-hidden.qcow2")
-    for img in (parent, active, hidden):
-        run([QEMU_IMG, "create", "-q", "-f", "qcow2", img, small])
-    s = VM(os.path.basename(d) + "-secondary3",
-           secondary_args(parent, active, hidden))
-    pair.s = s
-    s.launch()
-    s.connect()
-    s.ok("migrate-set-capabilities",
-         capabilities=[{"capability": "x-colo", "state": True}])
-    s.ok("nbd-server-start", addr={"type": "inet", "data": {
-        "host": "0.0.0.0", "port": "9999"}})
-    s.ok("nbd-server-add", device="parent0", writable=True)
+    s = start_new_secondary(pair, "secondary3", small)
     log("secondary with %s disks (primary: %s) started; drive-mirror"
         % (small, DISK_SIZE))
     n0 = client.count()
