@@ -1018,6 +1018,21 @@ def scenario_primary_failover():
         diag)
 
 
+def attach_replication_child(p, secondary_host):
+    """With the resync mirror ready: stop the primary, end the mirror and
+    add the new secondary's disk as the replication child of colo-disk0
+    (the last disk steps of "resume replication")."""
+    p.ok("stop")
+    p.ok("block-job-cancel", device="resync")
+    deadline = time.monotonic() + 30
+    while p.ok("query-block-jobs") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    p.hmp("drive_add -n buddy driver=replication,mode=primary,"
+          "file.driver=nbd,file.host=%s,file.port=9999,"
+          "file.export=parent0,node-name=replication0" % secondary_host)
+    p.ok("x-blockdev-change", parent="colo-disk0", node="replication0")
+
+
 def start_new_secondary(pair, name, size):
     """Start a secondary with fresh images of @size for @pair's primary
     (steps 2 and 3 of "Primary resume replication"): x-colo on, its
@@ -1057,15 +1072,7 @@ def resume_and_fail_again(pair, client, diag):
     if not ready:
         diag.append("drive-mirror not ready: %s" % jobs)
         return False
-    p.ok("stop")
-    p.ok("block-job-cancel", device="resync")
-    deadline = time.monotonic() + 30
-    while p.ok("query-block-jobs") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    p.hmp("drive_add -n buddy driver=replication,mode=primary,"
-          "file.driver=nbd,file.host=127.0.0.2,file.port=9999,"
-          "file.export=parent0,node-name=replication0")
-    p.ok("x-blockdev-change", parent="colo-disk0", node="replication0")
+    attach_replication_child(p, "127.0.0.2")
     p.ok("object-add", **{"qom-type": "filter-mirror", "id": "m0",
                           "netdev": "hn0", "queue": "tx",
                           "outdev": "mirror0"})
@@ -1200,15 +1207,7 @@ def secondary_resume_and_fail_again(pair, client, diag):
     if not ready:
         diag.append("drive-mirror not ready: %s" % info)
         return False
-    p.ok("stop")
-    p.ok("block-job-cancel", device="resync")
-    deadline = time.monotonic() + 30
-    while p.ok("query-block-jobs") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    p.hmp("drive_add -n buddy driver=replication,mode=primary,"
-          "file.driver=nbd,file.host=127.0.0.1,file.port=9999,"
-          "file.export=parent0,node-name=replication0")
-    p.ok("x-blockdev-change", parent="colo-disk0", node="replication0")
+    attach_replication_child(p, "127.0.0.1")
     where = ({"insert": "before", "position": "id=rew0"}
              if RESUME_FILTER_ORDER == "doc" else {})
     p.ok("object-add", **dict(where, **{
