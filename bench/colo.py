@@ -149,11 +149,7 @@ def plain_vm(tag):
     os.makedirs(d)
     disk = os.path.join(d, "plain.qcow2")
     E.run([E.QEMU_IMG, "create", "-q", "-f", "qcow2", disk, E.DISK_SIZE])
-    return E.VM(tag, [
-        "-netdev", "tap,id=hn0,ifname=%s,script=no,downscript=no,vhost=off"
-        % E.TAP_P,
-        "-device", "e1000,id=e0,netdev=hn0,mac=%s,romfile=" % E.GUEST_MAC,
-        "-drive", "if=ide,id=colo-disk0,driver=qcow2,file=%s" % disk])
+    return E.VM(tag, E.plain_vm_args(disk))
 
 
 def wait_console(vm, marker, timeout=120):
@@ -215,13 +211,7 @@ def measure_window(pair, client, mode, seconds, http=False):
 
 def start_pair(tag):
     pair = E.Pair(tag)
-    pm, sm = pair.start()
-    if (pm, sm) != ("primary", "secondary"):
-        raise RuntimeError("%s: COLO did not start (primary %s, secondary %s)"
-                           "; %s" % (tag, pm, sm, pair.s.stderr_tail()[-400:]))
-    if not pair.wait_guest_ready(120):
-        raise RuntimeError("%s: guest not ready: %s"
-                           % (tag, pair.p.console_text()[-400:]))
+    pair.start_serving(ready_timeout=120)
     return pair
 
 
@@ -241,12 +231,7 @@ def secondary_failover(pair, client):
     t_kill = time.monotonic()
     s = pair.s
     t_cmd = time.monotonic()
-    s.ok("nbd-server-stop")
-    s.ok("x-colo-lost-heartbeat")
-    s.ok("object-del", id="f2")
-    s.ok("object-del", id="f1")
-    s.ok("chardev-remove", id="red1")
-    s.ok("chardev-remove", id="red0")
+    E.secondary_failover(s)
     t_done = time.monotonic()
     n_kill = len([r for r in client.replies if r[0] <= t_kill])
     if not client.wait_replies(n_kill + 3, 40):
@@ -420,6 +405,7 @@ def main():
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, E.on_signal)
     signal.signal(signal.SIGHUP, E.on_signal)
+    E.init()
     res = {"config": {"window_s": opts.window, "failovers": opts.failovers,
                       "load": opts.load, "bg_writer": opts.bg,
                       "checkpoint_delay_ms": opts.checkpoint_delay,

@@ -17,8 +17,14 @@ tests/colo/guest and prints TAP:
   6. x-colo-lost-heartbeat outside COLO fails cleanly
   7. "Primary resume replication", then a second failover
   8. a new secondary with smaller disks than the primary's: drive-mirror
-     fails cleanly, both QEMUs stay up, the primary keeps serving
+     and the replication child are refused, both QEMUs stay up, the
+     primary keeps serving
   9. the primary's disk holds every acknowledged record
+ 10. the COLO link cut (packets dropped) in the middle of a checkpoint:
+     both QEMUs keep answering QMP
+ 11. then the primary is fenced and the secondary fails over; the client's
+     connection continues
+ 12. the same cut, but the secondary is fenced and the primary fails over
 
 Everything runs in network namespaces the test creates (QEMU and its
 bridge/taps in one, the client in another); all of it is removed at exit,
@@ -51,12 +57,14 @@ from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402
 # COLO_E2E_BUILD: another build tree to test (e.g. unpatched, to see a bug)
 BUILD = os.environ.get("COLO_E2E_BUILD",
                        os.path.join(TOP, "build", "qemu", "build"))
-QEMU = os.path.join(BUILD, "qemu-system-x86_64")
+# COLO_E2E_QEMU: another QEMU binary (its firmware is looked up next to it)
+QEMU = os.environ.get("COLO_E2E_QEMU",
+                      os.path.join(BUILD, "qemu-system-x86_64"))
 QEMU_IMG = os.path.join(BUILD, "qemu-img")
 GUEST_DIR = os.path.join(TOP, "tests", "colo", "guest")
 
-DEMO = "--demo" in sys.argv
-KEEP = "--keep" in sys.argv
+DEMO = False            # readable timeline instead of TAP (see init())
+KEEP = False            # keep the work directory
 TAG = str(os.getpid())
 NS_HOST = "colo-h-" + TAG          # QEMU, bridge, taps, COLO channels
 NS_CLIENT = "colo-c-" + TAG        # the client
@@ -151,9 +159,14 @@ def cleanup():
         shutil.rmtree(_workdir, ignore_errors=True)
 
 
-atexit.register(cleanup)
-# The QMP library's destructor complains about monitors of killed VMs.
-sys.unraisablehook = lambda unraisable: None
+def init(demo=False, keep=False):
+    """Set the output style and register the clean-up; for this script's
+    main() and for users importing it (bench/colo.py)."""
+    global DEMO, KEEP
+    DEMO, KEEP = demo, keep
+    atexit.register(cleanup)
+    # The QMP library's destructor complains about monitors of killed VMs.
+    sys.unraisablehook = lambda unraisable: None
 
 
 def on_signal(signum, frame):
@@ -466,6 +479,18 @@ class VM:
                                                    json.dumps(args), r["error"]))
         return r["return"]
 
+    def answers(self, _name, timeout):
+        """Run a command without arguments, giving up after @timeout
+        seconds: its reply, or None when QEMU did not answer in time (the
+        QMP connection is not to be used again then)."""
+        self.qmp.settimeout(timeout)
+        try:
+            return self.cmd(_name)
+        except Exception:
+            return None
+        finally:
+            self.qmp.settimeout(30)
+
     def hmp(self, line):
         out = self.ok("human-monitor-command", **{"command-line": line})
         if out.strip():
@@ -561,6 +586,55 @@ def secondary_args(parent, active, hidden, primary_ip="127.0.0.1",
     ]
 
 
+def replication_child_drive_add(secondary_host):
+    """The HMP command that opens the primary's replication child: the
+    secondary's parent0 over NBD.  The NBD node is named (nbd0) so that
+    primary_failover() can yank its connection."""
+    return ("drive_add -n buddy driver=replication,mode=primary,"
+            "file.driver=nbd,file.host=%s,file.port=9999,"
+            "file.export=parent0,file.node-name=nbd0,node-name=replication0"
+            % secondary_host)
+
+
+def secondary_failover(s):
+    """docs/COLO-FT.txt "Secondary Failover", run on the secondary VM @s
+    (its primary is gone): @s becomes a plain running VM."""
+    s.ok("nbd-server-stop")
+    s.ok("x-colo-lost-heartbeat")
+    s.ok("object-del", id="f2")
+    s.ok("object-del", id="f1")
+    s.ok("chardev-remove", id="red1")
+    s.ok("chardev-remove", id="red0")
+
+
+def primary_failover(p):
+    """docs/COLO-FT.txt "Primary Failover", run on the primary VM @p (its
+    secondary is gone): @p goes on alone.  It starts by yanking the
+    connections to the secondary: when the secondary is unreachable
+    rather than dead (a cut link, a powered-off host), nothing closes
+    them, and removing the replication child would wait forever for the
+    NBD flush it sends."""
+    p.ok("yank", instances=[
+        {"type": "block-node", "node-name": "nbd0"},
+        {"type": "chardev", "id": "mirror0"},
+        {"type": "chardev", "id": "compare1"}])
+    p.ok("x-blockdev-change", parent="colo-disk0", child="children.1")
+    p.hmp("drive_del replication0")
+    for obj in ("comp0", "iothread1", "m0", "redire0", "redire1"):
+        p.ok("object-del", id=obj)
+    p.ok("x-colo-lost-heartbeat")
+
+
+def plain_vm_args(disk):
+    """The test guest without COLO: the primary's tap, no filters."""
+    return [
+        "-netdev", "tap,id=hn0,ifname=%s,script=no,downscript=no,vhost=off"
+                   % TAP_P,
+        "-device", "e1000,id=e0,netdev=hn0,mac=%s,romfile=" % GUEST_MAC,
+        "-drive", "if=ide,id=colo-disk0,driver=qcow2,file=%s" % disk,
+    ]
+
+
 class Pair:
     """A COLO pair started the documented way."""
 
@@ -594,9 +668,7 @@ class Pair:
         s.ok("nbd-server-start", addr={"type": "inet", "data": {
             "host": "0.0.0.0", "port": "9999"}})
         s.ok("nbd-server-add", device="parent0", writable=True)
-        p.hmp("drive_add -n buddy driver=replication,mode=primary,"
-              "file.driver=nbd,file.host=127.0.0.2,file.port=9999,"
-              "file.export=parent0,node-name=replication0")
+        p.hmp(replication_child_drive_add("127.0.0.2"))
         p.ok("x-blockdev-change", parent="colo-disk0", node="replication0")
         p.ok("migrate-set-capabilities",
              capabilities=[{"capability": "x-colo", "state": True}])
@@ -613,6 +685,18 @@ class Pair:
                 break
             time.sleep(0.2)
         return pm, sm
+
+    def start_serving(self, ready_timeout=90):
+        """start(), then wait for the guest's services; raises
+        RuntimeError when COLO or the guest does not come up."""
+        pm, sm = self.start()
+        if (pm, sm) != ("primary", "secondary"):
+            raise RuntimeError("COLO did not start (primary %s, secondary "
+                               "%s): %s" % (pm, sm,
+                                            self.s.stderr_tail()[-400:]))
+        if not self.wait_guest_ready(ready_timeout):
+            raise RuntimeError("guest not ready: %s"
+                               % self.p.console_text()[-400:])
 
     def wait_guest_ready(self, timeout=90):
         deadline = time.monotonic() + timeout
@@ -778,12 +862,7 @@ def scenario_secondary_failover():
         log("primary killed (kill -9) after reply %r" % last)
         s = pair.s
         t_cmd = time.monotonic()
-        s.ok("nbd-server-stop")
-        s.ok("x-colo-lost-heartbeat")
-        s.ok("object-del", id="f2")
-        s.ok("object-del", id="f1")
-        s.ok("chardev-remove", id="red1")
-        s.ok("chardev-remove", id="red0")
+        secondary_failover(s)
         t_done = time.monotonic()
         log("secondary failover commands done in %.0f ms (nbd-server-stop, "
             "x-colo-lost-heartbeat, object-del f2 f1, chardev-remove red1 red0)"
@@ -897,11 +976,7 @@ def scenario_primary_failover():
     diag = []
     ok = False
     try:
-        pm, sm = pair.start()
-        if (pm, sm) != ("primary", "secondary"):
-            raise RuntimeError("COLO did not start: %s %s" % (pm, sm))
-        if not pair.wait_guest_ready():
-            raise RuntimeError("guest not ready")
+        pair.start_serving()
         log("second COLO pair up (primary/secondary); client traffic")
         client.start()
         if not NO_HTTP:
@@ -919,14 +994,7 @@ def scenario_primary_failover():
         log("secondary killed (kill -9) after reply %r" % last)
         p = pair.p
         t_cmd = time.monotonic()
-        p.ok("x-blockdev-change", parent="colo-disk0", child="children.1")
-        p.hmp("drive_del replication0")
-        p.ok("object-del", id="comp0")
-        p.ok("object-del", id="iothread1")
-        p.ok("object-del", id="m0")
-        p.ok("object-del", id="redire0")
-        p.ok("object-del", id="redire1")
-        p.ok("x-colo-lost-heartbeat")
+        primary_failover(p)
         log("primary failover commands done in %.0f ms" %
             ((time.monotonic() - t_cmd) * 1000))
         got = client.wait_replies(n_kill + 5, 40)
@@ -997,8 +1065,9 @@ def scenario_primary_failover():
             diag.append("%s died (%s): %s" % (vm.name, vm.proc.returncode,
                                              vm.stderr_tail()[-600:]))
     client.finish()
-    tap(ok, "secondary with a smaller disk: clean error, both QEMUs alive, "
-        "the primary keeps serving the client", diag)
+    tap(ok, "secondary with a smaller disk: drive-mirror and the replication "
+        "child are refused, both QEMUs alive, the primary keeps serving the "
+        "client", diag)
 
     diag = []
     ok = False
@@ -1027,9 +1096,7 @@ def attach_replication_child(p, secondary_host):
     deadline = time.monotonic() + 30
     while p.ok("query-block-jobs") and time.monotonic() < deadline:
         time.sleep(0.1)
-    p.hmp("drive_add -n buddy driver=replication,mode=primary,"
-          "file.driver=nbd,file.host=%s,file.port=9999,"
-          "file.export=parent0,node-name=replication0" % secondary_host)
+    p.hmp(replication_child_drive_add(secondary_host))
     p.ok("x-blockdev-change", parent="colo-disk0", node="replication0")
 
 
@@ -1118,11 +1185,7 @@ def resume_and_fail_again(pair, client, diag):
     t_kill = time.monotonic()
     n_kill = client.count()
     log("new secondary killed (kill -9); second primary failover")
-    p.ok("x-blockdev-change", parent="colo-disk0", child="children.1")
-    p.hmp("drive_del replication0")
-    for obj in ("comp0", "iothread1", "m0", "redire0", "redire1"):
-        p.ok("object-del", id=obj)
-    p.ok("x-colo-lost-heartbeat")
+    primary_failover(p)
     got = client.wait_replies(n_kill + 5, 40)
     with client.lock:
         after = [r for r in client.replies if r[0] > t_kill]
@@ -1270,11 +1333,7 @@ def secondary_resume_and_fail_again(pair, client, diag):
     n_kill = client.count()
     log("new secondary killed (kill -9) after reply %r; primary failover "
         "on the promoted VM" % last)
-    p.ok("x-blockdev-change", parent="colo-disk0", child="children.1")
-    p.hmp("drive_del replication0")
-    for obj in ("comp0", "iothread1", "m0", "redire0", "redire1"):
-        p.ok("object-del", id=obj)
-    p.ok("x-colo-lost-heartbeat")
+    primary_failover(p)
     got = client.wait_replies(n_kill + 5, 40)
     with client.lock:
         after = [r for r in client.replies if r[0] > t_kill]
@@ -1322,17 +1381,197 @@ def bad_disk_size(pair, client, diag):
                 (st_p, colo, jobs, st_s))
     log("primary %s (colo mode %s, jobs %s), secondary %s, both alive: %s"
         % (st_p, colo, jobs, st_s, p.alive() and s.alive()))
-    got = client.wait_replies(max(n0, client.count()) + 5, 20)
     # what happens here: the mirror job starts, then ends at once with
     # BLOCK_JOB_COMPLETED carrying "Source and target image have different
-    # sizes"; nothing else changes.  (Going on without the resync, i.e.
-    # adding the replication child and migrating, aborts the primary:
-    # see docs/system/qemu-colo.rst; not exercised here.)
+    # sizes"; nothing else changes.  An operator going on regardless adds
+    # the replication child: upstream accepted it and the primary aborted
+    # at the guest's first write past the secondary's end; quorum now
+    # refuses the child.
+    p.hmp(replication_child_drive_add("127.0.0.2"))
+    r = p.cmd("x-blockdev-change", parent="colo-disk0", node="replication0")
+    refused = r.get("error", {}).get("desc", "")
+    log("replication child of the smaller disk: %s"
+        % (refused or "ACCEPTED (the primary will abort)"))
+    diag.append("x-blockdev-change: %s" % (refused or r))
+    if refused:
+        p.hmp("drive_del replication0")
+    time.sleep(2)       # the abort, when the child was taken, came in ~1 s
+    got = client.wait_replies(max(n0, client.count()) + 5, 20)
+    diag.append("afterwards: primary alive=%s status=%s" % (
+        p.alive(), p.ok("query-status")["status"] if p.alive() else "-"))
     ok = ("different sizes" in outcome and p.alive() and s.alive() and
           st_p == "running" and colo == "none" and not jobs and got and
+          "differs from the quorum's" in refused and
           not client.errors and t1 - t0 < 30)
     s.quit()
     return ok, outcome
+
+
+# ------------------------------------------------- the COLO link cut
+
+# The links between primary and secondary, all on NS_HOST's loopback:
+# filter-mirror (9003), colo-compare's secondary input (9004), migration
+# and COLO (9998) and NBD (9999).  9001 and 9005 are the primary's own
+# compare loop and stay up.
+COLO_LINK_PORTS = (9003, 9004, 9998, 9999)
+MIGRATION_PORT = 9998
+CUT_RULE = ["OUTPUT", "-o", "lo", "-p", "tcp", "-m", "multiport", "--ports",
+            ",".join(str(p) for p in COLO_LINK_PORTS), "-j", "DROP"]
+
+
+def slow_migration_link(rate):
+    """Limit the migration channel to @rate (tc htb on lo, both
+    directions), so that a checkpoint's RAM takes long enough to send
+    that a cut surely lands in the middle of it."""
+    tc = ["tc"]
+    run(tc + ["qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb",
+              "default", "1"], ns=NS_HOST)
+    run(tc + ["class", "add", "dev", "lo", "parent", "1:", "classid", "1:1",
+              "htb", "rate", "10gbit"], ns=NS_HOST)
+    run(tc + ["class", "add", "dev", "lo", "parent", "1:", "classid", "1:10",
+              "htb", "rate", rate, "ceil", rate], ns=NS_HOST)
+    for field in ("sport", "dport"):
+        run(tc + ["filter", "add", "dev", "lo", "parent", "1:", "protocol",
+                  "ip", "prio", "1", "u32", "match", "ip", field,
+                  str(MIGRATION_PORT), "0xffff", "flowid", "1:10"],
+            ns=NS_HOST)
+
+
+def cut_colo_link():
+    """Drop every packet between primary and secondary: no FIN, no RST,
+    as when a switch or cable between two hosts fails."""
+    run(["iptables", "-w", "-I"] + CUT_RULE, ns=NS_HOST)
+
+
+def restore_colo_link():
+    run(["iptables", "-w", "-D"] + CUT_RULE, ns=NS_HOST, check=False)
+    run(["tc", "qdisc", "del", "dev", "lo", "root"], ns=NS_HOST, check=False)
+
+
+def wait_checkpoint_start(pair, timeout):
+    """Poll the primary until its guest is stopped for a checkpoint."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pair.p.ok("query-status")["status"] == "colo":
+            return time.monotonic()
+        time.sleep(0.01)
+    return None
+
+
+CUT_LINK_RATE = "4mbit"
+CUT_ANSWER_TIMEOUT = 5      # seconds QMP may take to answer after the cut
+CUT_FAILOVER_LIMIT = 5      # seconds the secondary failover may take
+
+
+def scenario_channel_cut(survivor):
+    """The COLO link is cut (packets dropped, nothing closed) in the middle
+    of a checkpoint; both QEMUs keep answering QMP (test 10, with survivor
+    "secondary"); the other VM is fenced and @survivor fails over (tests
+    11 and 12)."""
+    pair = Pair("cut-" + survivor)
+    client = Client()
+    diag = []
+    ok = False
+    try:
+        pair.start_serving()
+        client.start()
+        client.connected.wait(60)
+        if client.errors:
+            raise RuntimeError("client: %s" % client.errors[:3])
+        log("COLO pair up; client traffic; the %s will survive the cut"
+            % survivor)
+        traffic_phase(pair, client, 4)
+        slow_migration_link(CUT_LINK_RATE)
+        # two whole checkpoints through the slow link tell how long one
+        # lasts; the next one is cut a third of the way in
+        n0 = pair.poll()
+        deadline = time.monotonic() + 60
+        while pair.poll() < n0 + 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        slow = pair.pauses()[-1]
+        log("migration link limited to %s: checkpoint pause %.0f ms"
+            % (CUT_LINK_RATE, slow))
+        t_stop = wait_checkpoint_start(pair, CHECKPOINT_DELAY_MS / 1000 + 30)
+        if t_stop is None:
+            raise RuntimeError("no checkpoint started")
+        time.sleep(slow / 3000)
+        cut_colo_link()
+        t_cut = time.monotonic()
+        log("COLO link cut (packets dropped) %.0f ms into a checkpoint"
+            % ((t_cut - t_stop) * 1000))
+        rp = pair.p.answers("query-status", CUT_ANSWER_TIMEOUT)
+        t_p = time.monotonic()
+        rs = pair.s.answers("query-status", CUT_ANSWER_TIMEOUT)
+        t_s = time.monotonic()
+        sp = rp and rp.get("return", {}).get("status")
+        ss = rs and rs.get("return", {}).get("status")
+        secondary_answered = rs is not None
+        log("after the cut: primary answers in %.0f ms (status %s), "
+            "secondary in %.0f ms (status %s)"
+            % ((t_p - t_cut) * 1000, sp, (t_s - t_p) * 1000, ss))
+        diag += ["checkpoint pause on the slow link: %.0f ms" % slow,
+                 "cut %.0f ms after the checkpoint began"
+                 % ((t_cut - t_stop) * 1000),
+                 "primary query-status: %s" % (rp or "no answer in %d s"
+                                               % CUT_ANSWER_TIMEOUT),
+                 "secondary query-status: %s" % (rs or "no answer in %d s"
+                                                 % CUT_ANSWER_TIMEOUT)]
+        # both guests stopped: the cut really is inside the checkpoint
+        ok = sp == "colo" and ss == "colo" and slow >= 300
+        answered = {"primary": rp is not None, "secondary": rs is not None}
+    except Exception as e:
+        diag.append("exception: %s" % e)
+        diag += traceback.format_exc().splitlines()[-4:]
+        answered = {}
+    if survivor == "secondary":
+        tap(ok, "COLO link cut mid-checkpoint (packets dropped): both QEMUs "
+            "answer QMP within %d s" % CUT_ANSWER_TIMEOUT, diag)
+        diag = []
+    elif not ok:
+        diag.append("the cut itself went wrong (see above)")
+    else:
+        diag = []
+
+    ok = False
+    try:
+        if not answered.get(survivor):
+            raise RuntimeError("skipped: the %s does not answer QMP"
+                               % survivor)
+        n_cut = client.count()
+        alive, fenced = ((pair.s, pair.p) if survivor == "secondary"
+                         else (pair.p, pair.s))
+        fenced.kill()           # the HA manager fences the other side
+        log("%s fenced (kill -9; the %s cannot see it)"
+            % ("primary" if fenced is pair.p else "secondary", survivor))
+        t_cmd = time.monotonic()
+        if survivor == "secondary":
+            secondary_failover(alive)
+        else:
+            primary_failover(alive)
+        t_done = time.monotonic()
+        log("%s failover commands done in %.0f ms"
+            % (survivor, (t_done - t_cmd) * 1000))
+        got = client.wait_replies(n_cut + 5, 40)
+        status = alive.ok("query-status")["status"]
+        problems = alive.console_problems()
+        log("client: %d replies after the cut, errors %s; %s %s"
+            % (client.count() - n_cut, client.errors[:3], survivor, status))
+        diag += ["failover commands: %.0f ms" % ((t_done - t_cmd) * 1000),
+                 "replies after the cut: %d, errors: %s"
+                 % (client.count() - n_cut, client.errors[:3]),
+                 "%s status %s, console problems %s"
+                 % (survivor, status, problems[:3])]
+        ok = (got and not client.errors and status == "running" and
+              not problems and t_done - t_cmd < CUT_FAILOVER_LIMIT)
+    except Exception as e:
+        diag.append("exception: %s" % e)
+        diag += traceback.format_exc().splitlines()[-4:]
+    finally:
+        restore_colo_link()
+        client.finish()
+    tap(ok, "after the cut, %s failover (the other VM fenced): done within "
+        "%d s, the client's connection continues on the %s"
+        % (survivor, CUT_FAILOVER_LIMIT, survivor), diag)
 
 
 GUEST = None
@@ -1340,10 +1579,11 @@ GUEST = None
 
 def main():
     global _workdir, GUEST
+    init(demo="--demo" in sys.argv, keep="--keep" in sys.argv)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGALRM, on_signal)
     signal.alarm(GLOBAL_TIMEOUT)
-    total = 9
+    total = 12
     if not DEMO:
         print("1..%d" % total, flush=True)
     try:
@@ -1364,6 +1604,10 @@ def main():
         scenario_secondary_failover()
         cleanup_vms()
         scenario_primary_failover()
+        cleanup_vms()
+        scenario_channel_cut("secondary")
+        cleanup_vms()
+        scenario_channel_cut("primary")
     except BaseException as e:
         log("aborted: %s" % e)
         for line in traceback.format_exc().splitlines()[-6:]:
