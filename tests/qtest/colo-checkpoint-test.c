@@ -21,28 +21,46 @@
 #define CHECKPOINTS 5
 #define COLO_TIMEOUT_S 60
 
+/*
+ * A guest whose only work is "mov byte [STORE_ADDR], imm8" in a loop with
+ * interrupts off; the test rewrites the immediate in the primary's RAM.
+ */
+#define STORE_ADDR 0x9000
+#define IMM_ADDR (0x7c00 + 9)
+#define OLD_IMM 0x11
+#define NEW_IMM 0x22
+static const uint8_t store_loop_code[] = {
+    0xfa,                               /* cli */
+    0x31, 0xc0,                         /* xor ax, ax */
+    0x8e, 0xd8,                         /* mov ds, ax */
+    0xc6, 0x06, STORE_ADDR & 0xff, STORE_ADDR >> 8, OLD_IMM,
+                                        /* 1: mov byte [STORE_ADDR], imm */
+    0xeb, 0xf9,                         /* jmp 1b */
+};
+
 typedef struct ColoPair {
     char *dir;
     char *uri;
+    const uint8_t *boot_sector;         /* 512 bytes */
     QTestState *primary;
     QTestState *secondary;
 } ColoPair;
 
-static char *write_boot_disk(const char *dir, const char *name)
+static char *write_boot_disk(ColoPair *pair, const char *name)
 {
-    char *path = g_strdup_printf("%s/%s.img", dir, name);
+    char *path = g_strdup_printf("%s/%s.img", pair->dir, name);
     g_autoptr(GError) err = NULL;
 
-    g_assert_true(g_file_set_contents(path, (const char *)x86_bootsect,
-                                      sizeof(x86_bootsect), &err));
+    g_assert_true(g_file_set_contents(path, (const char *)pair->boot_sector,
+                                      512, &err));
     g_assert_no_error(err);
     return path;
 }
 
-static QTestState *start_vm(const char *dir, const char *name,
+static QTestState *start_vm(ColoPair *pair, const char *name,
                             const char *extra)
 {
-    g_autofree char *disk = write_boot_disk(dir, name);
+    g_autofree char *disk = write_boot_disk(pair, name);
 
     /* TCG: the bug this guards against lives in TCG's dirty-log sync */
     return qtest_initf("-accel tcg -m 150M -nodefaults -name %s "
@@ -106,19 +124,20 @@ static void enable_x_colo(QTestState *qts)
                              "    'capability': 'x-colo', 'state': true } ] } }");
 }
 
-static void colo_pair_start(ColoPair *pair)
+static void colo_pair_start(ColoPair *pair, const uint8_t *boot_sector)
 {
+    pair->boot_sector = boot_sector;
     pair->dir = g_dir_make_tmp("colo-checkpoint-XXXXXX", NULL);
     g_assert_nonnull(pair->dir);
     pair->uri = g_strdup_printf("unix:%s/colo.sock", pair->dir);
 
-    pair->secondary = start_vm(pair->dir, "secondary", "-incoming defer");
+    pair->secondary = start_vm(pair, "secondary", "-incoming defer");
     enable_x_colo(pair->secondary);
     qtest_qmp_assert_success(pair->secondary,
                              "{ 'execute': 'migrate-incoming',"
                              "  'arguments': { 'uri': %s } }", pair->uri);
 
-    pair->primary = start_vm(pair->dir, "primary", "");
+    pair->primary = start_vm(pair, "primary", "");
     enable_x_colo(pair->primary);
     /*
      * The guest dirties its RAM faster than the default bandwidth and
@@ -169,7 +188,7 @@ static void test_checkpoints(void)
 {
     ColoPair pair = { 0 };
 
-    colo_pair_start(&pair);
+    colo_pair_start(&pair, x86_bootsect);
     wait_checkpoints(pair.primary, CHECKPOINTS);
     g_assert_true(colo_mode_is(pair.primary, "primary"));
     g_assert_true(colo_mode_is(pair.secondary, "secondary"));
@@ -186,7 +205,7 @@ static void test_failover_both_sides(void)
     ColoPair pair = { 0 };
     QDict *ev;
 
-    colo_pair_start(&pair);
+    colo_pair_start(&pair, x86_bootsect);
     wait_checkpoints(pair.primary, 2);
 
     qtest_qmp_assert_success(pair.primary,
@@ -215,6 +234,42 @@ static void test_failover_both_sides(void)
     colo_pair_free(&pair);
 }
 
+/*
+ * The checkpoint copies the primary's RAM into the secondary's with
+ * memcpy(); TCG must then drop the translations of the pages it
+ * overwrote, or the secondary goes on running the old code.  Upstream
+ * does not, and real guests oops within seconds of a checkpoint.
+ */
+static void test_secondary_runs_new_code(void)
+{
+    uint8_t boot_sector[512] = { 0 };
+    ColoPair pair = { 0 };
+    int i;
+
+    memcpy(boot_sector, store_loop_code, sizeof(store_loop_code));
+    boot_sector[510] = 0x55;
+    boot_sector[511] = 0xaa;
+    colo_pair_start(&pair, boot_sector);
+    wait_checkpoints(pair.primary, 1);
+    g_assert_cmphex(qtest_readb(pair.primary, STORE_ADDR), ==, OLD_IMM);
+    g_assert_cmphex(qtest_readb(pair.secondary, STORE_ADDR), ==, OLD_IMM);
+
+    /* a write through the memory API: the primary's TCG sees new code */
+    qtest_writeb(pair.primary, IMM_ADDR, NEW_IMM);
+    g_usleep(20 * 1000);
+    g_assert_cmphex(qtest_readb(pair.primary, STORE_ADDR), ==, NEW_IMM);
+
+    /* the next whole checkpoint brings the new code to the secondary */
+    wait_checkpoints(pair.primary, 2);
+    g_assert_cmphex(qtest_readb(pair.secondary, IMM_ADDR), ==, NEW_IMM);
+    for (i = 0; i < 10; i++) {
+        /* stale code would store OLD_IMM again at once */
+        g_usleep(10 * 1000);
+        g_assert_cmphex(qtest_readb(pair.secondary, STORE_ADDR), ==, NEW_IMM);
+    }
+    colo_pair_free(&pair);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -226,6 +281,8 @@ int main(int argc, char **argv)
     qtest_add_func("/colo-ha/colo/checkpoints", test_checkpoints);
     qtest_add_func("/colo-ha/colo/failover-both-sides",
                    test_failover_both_sides);
+    qtest_add_func("/colo-ha/colo/secondary-runs-new-code",
+                   test_secondary_runs_new_code);
 
     return g_test_run();
 }
