@@ -1,12 +1,14 @@
 /*
- * QTest testcase: a minimal COLO pair checkpoints a running TCG guest
+ * QTest testcase: minimal COLO pairs checkpoint running TCG guests
  *
- * Two QEMUs under TCG, the migration tests' boot sector as the guest (it
- * keeps rewriting 99 MiB of its RAM), no network filters and no block
- * replication: only the COLO checkpoint loop.  Upstream 10.2.2's primary
- * aborts at its first checkpoint under TCG (the dirty-bitmap sync ran
- * without the BQL); tests/colo/colo-e2e.py covers the whole procedure, this
- * covers the loop in seconds.
+ * Two QEMUs under TCG, a boot sector as the guest, no network filters and
+ * no block replication: only the COLO checkpoint loop and the failovers.
+ * Upstream 10.2.2's primary aborts at its first checkpoint under TCG (the
+ * dirty-bitmap sync ran without the BQL), and its secondary keeps running
+ * stale translations of code the checkpoint overwrote.  The guest is
+ * either the migration tests' boot sector, which keeps rewriting 99 MiB of
+ * its RAM, or a loop storing an immediate that the test rewrites.
+ * tests/colo/colo-e2e.py covers the whole procedure; this takes seconds.
  *
  * This work is licensed under the terms of the GNU GPL, version 2 or later.
  * See the COPYING file in the top-level directory.
