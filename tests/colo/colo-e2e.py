@@ -1507,7 +1507,9 @@ def scenario_channel_cut(survivor):
         traffic_phase(pair, client, 4)
         slow_migration_link(CUT_LINK_RATE)
         # two whole checkpoints through the slow link tell how long one
-        # lasts; the next one is cut a third of the way in
+        # lasts (at least 300 ms, or the cut may miss the RAM transfer);
+        # the next one is cut 100 ms in, well inside the RAM transfer,
+        # which starts a few ms after the primary stops
         n0 = pair.poll()
         deadline = time.monotonic() + 60
         while pair.poll() < n0 + 2 and time.monotonic() < deadline:
@@ -1518,7 +1520,7 @@ def scenario_channel_cut(survivor):
         t_stop = wait_checkpoint_start(pair, CHECKPOINT_DELAY_MS / 1000 + 30)
         if t_stop is None:
             raise RuntimeError("no checkpoint started")
-        time.sleep(slow / 3000)
+        time.sleep(0.1)
         cut_colo_link()
         t_cut = time.monotonic()
         log("COLO link cut (packets dropped) %.0f ms into a checkpoint"
