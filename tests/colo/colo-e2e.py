@@ -22,7 +22,8 @@ tests/colo/guest and prints TAP:
      primary keeps serving
   9. the primary's disk holds every acknowledged record
  10. the COLO link cut (packets dropped) in the middle of a checkpoint:
-     both QEMUs keep answering QMP
+     both QEMUs keep answering QMP; the secondary, its migration socket
+     using TCP keep-alive, reports the cut with COLO_EXIT
  11. then the primary is fenced and the secondary fails over; the client's
      connection continues
  12. the same cut, but the secondary is fenced and the primary fails over
@@ -657,7 +658,9 @@ def plain_vm_args(disk):
 class Pair:
     """A COLO pair started the documented way."""
 
-    def __init__(self, tag):
+    def __init__(self, tag, keepalive=None):
+        """@keepalive: (idle, interval, count) in seconds and probes for
+        TCP keep-alive on the secondary's migration socket, or None."""
         d = os.path.join(_workdir, tag)
         os.makedirs(d)
         self.dir = d
@@ -672,6 +675,10 @@ class Pair:
         self.p = VM(global_name + "-primary", primary_args(self.pdisk))
         self.s = VM(global_name + "-secondary",
                     secondary_args(self.sparent, self.active, self.hidden))
+        self.keepalive = keepalive
+        if keepalive:
+            i = self.s.args.index("-incoming")
+            self.s.args[i + 1] = "defer"
         self.pause_events = []
 
     def start(self, timeout=90):
@@ -687,6 +694,15 @@ class Pair:
         s.ok("nbd-server-start", addr={"type": "inet", "data": {
             "host": "0.0.0.0", "port": "9999"}})
         s.ok("nbd-server-add", device="parent0", writable=True)
+        if self.keepalive:
+            idle, interval, count = self.keepalive
+            s.ok("migrate-incoming", channels=[{
+                "channel-type": "main",
+                "addr": {"transport": "socket", "type": "inet",
+                         "host": "0.0.0.0", "port": "9998",
+                         "keep-alive": True, "keep-alive-idle": idle,
+                         "keep-alive-interval": interval,
+                         "keep-alive-count": count}}])
         p.hmp(replication_child_drive_add("127.0.0.2"))
         p.ok("x-blockdev-change", parent="colo-disk0", node="replication0")
         p.ok("migrate-set-capabilities",
@@ -1485,6 +1501,10 @@ def wait_checkpoint_start(pair, timeout):
 CUT_LINK_RATE = "4mbit"
 CUT_ANSWER_TIMEOUT = 5      # seconds QMP may take to answer after the cut
 CUT_FAILOVER_LIMIT = 5      # seconds the secondary failover may take
+# TCP keep-alive on the secondary's migration socket: 1 s idle, then 2
+# probes 1 s apart, so the secondary should notice the cut in about 3 s
+CUT_KEEPALIVE = (1, 1, 2)
+CUT_NOTICE_LIMIT = 10       # seconds for the secondary's COLO_EXIT
 
 
 def scenario_channel_cut(survivor):
@@ -1492,7 +1512,7 @@ def scenario_channel_cut(survivor):
     of a checkpoint; both QEMUs keep answering QMP (test 10, with survivor
     "secondary"); the other VM is fenced and @survivor fails over (tests
     11 and 12)."""
-    pair = Pair("cut-" + survivor)
+    pair = Pair("cut-" + survivor, keepalive=CUT_KEEPALIVE)
     client = Client()
     diag = []
     ok = False
@@ -1531,7 +1551,6 @@ def scenario_channel_cut(survivor):
         t_s = time.monotonic()
         sp = rp and rp.get("return", {}).get("status")
         ss = rs and rs.get("return", {}).get("status")
-        secondary_answered = rs is not None
         log("after the cut: primary answers in %.0f ms (status %s), "
             "secondary in %.0f ms (status %s)"
             % ((t_p - t_cut) * 1000, sp, (t_s - t_p) * 1000, ss))
@@ -1542,8 +1561,27 @@ def scenario_channel_cut(survivor):
                                                % CUT_ANSWER_TIMEOUT),
                  "secondary query-status: %s" % (rs or "no answer in %d s"
                                                  % CUT_ANSWER_TIMEOUT)]
+        # TCP keep-alive: the secondary notices the silent link itself
+        exit_ev = None
+        while (rs is not None and exit_ev is None and
+               time.monotonic() < t_cut + CUT_NOTICE_LIMIT):
+            pair.s.cmd("query-status")
+            exit_ev = next((e for e in pair.s.events
+                            if e["event"] == "COLO_EXIT"), None)
+            if exit_ev is None:
+                time.sleep(0.1)
+        t_exit = time.monotonic()
+        reason = exit_ev and exit_ev["data"].get("reason")
+        log("the secondary noticed the cut by itself: %s"
+            % ("COLO_EXIT reason %s, %.1f s after the cut"
+               % (reason, t_exit - t_cut) if exit_ev else
+               "no COLO_EXIT within %d s" % CUT_NOTICE_LIMIT))
+        diag.append("secondary COLO_EXIT: %s" % (
+            "%s after %.1f s" % (exit_ev["data"], t_exit - t_cut)
+            if exit_ev else "none within %d s" % CUT_NOTICE_LIMIT))
         # both guests stopped: the cut really is inside the checkpoint
-        ok = sp == "colo" and ss == "colo" and slow >= 300
+        ok = (sp == "colo" and ss == "colo" and slow >= 300 and
+              reason == "error")
         answered = {"primary": rp is not None, "secondary": rs is not None}
     except Exception as e:
         diag.append("exception: %s" % e)
@@ -1551,7 +1589,8 @@ def scenario_channel_cut(survivor):
         answered = {}
     if survivor == "secondary":
         tap(ok, "COLO link cut mid-checkpoint (packets dropped): both QEMUs "
-            "answer QMP within %d s" % CUT_ANSWER_TIMEOUT, diag)
+            "answer QMP within %d s; the secondary reports the cut itself "
+            "(COLO_EXIT, TCP keep-alive)" % CUT_ANSWER_TIMEOUT, diag)
         diag = []
     elif not ok:
         diag.append("the cut itself went wrong (see above)")
