@@ -197,6 +197,17 @@ static void test_checkpoints(void)
     colo_pair_free(&pair);
 }
 
+static void wait_colo_exit(QTestState *qts, const char *mode,
+                           const char *reason)
+{
+    QDict *ev = qtest_qmp_eventwait_ref(qts, "COLO_EXIT");
+    QDict *data = qdict_get_qdict(ev, "data");
+
+    g_assert_cmpstr(qdict_get_str(data, "mode"), ==, mode);
+    g_assert_cmpstr(qdict_get_str(data, "reason"), ==, reason);
+    qobject_unref(ev);
+}
+
 /*
  * Both documented failovers, without the network and disk steps: the
  * primary drops the secondary, the secondary then takes over as well.
@@ -205,27 +216,15 @@ static void test_checkpoints(void)
 static void test_failover_both_sides(void)
 {
     ColoPair pair = { 0 };
-    QDict *ev;
 
     colo_pair_start(&pair, x86_bootsect);
     wait_checkpoints(pair.primary, 2);
 
     qtest_qmp_assert_success(pair.primary,
                              "{ 'execute': 'x-colo-lost-heartbeat' }");
-    ev = qtest_qmp_eventwait_ref(pair.primary, "COLO_EXIT");
-    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "mode"),
-                    ==, "primary");
-    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "reason"),
-                    ==, "request");
-    qobject_unref(ev);
-
+    wait_colo_exit(pair.primary, "primary", "request");
     /* the secondary sees the channel close: COLO ends with an error */
-    ev = qtest_qmp_eventwait_ref(pair.secondary, "COLO_EXIT");
-    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "mode"),
-                    ==, "secondary");
-    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "reason"),
-                    ==, "error");
-    qobject_unref(ev);
+    wait_colo_exit(pair.secondary, "secondary", "error");
     qtest_qmp_assert_success(pair.secondary,
                              "{ 'execute': 'x-colo-lost-heartbeat' }");
 
