@@ -77,13 +77,8 @@ class Prober(E.Client):
         self.mode = mode
 
     def run(self):
-        try:
-            self.sock = self.connect(time.monotonic() + 60)
-        except Exception as e:
-            self.errors.append("connect: %s" % e)
-            self.connected.set()
+        if not self.open():
             return
-        self.connected.set()
         i = 0
         while not self.stop.is_set():
             mode = self.mode

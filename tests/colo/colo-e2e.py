@@ -330,6 +330,18 @@ class Client(threading.Thread):
                 time.sleep(0.5)
         raise TimeoutError("guest port 7777 not reachable")
 
+    def open(self):
+        """Connect, then set `connected`; False, with the error recorded,
+        when the guest cannot be reached."""
+        try:
+            self.sock = self.connect(time.monotonic() + 60)
+        except Exception as e:
+            self.errors.append("connect: %s" % e)
+            return False
+        finally:
+            self.connected.set()
+        return True
+
     def readline(self, f, limit):
         buf = b""
         while time.monotonic() < limit:
@@ -345,13 +357,8 @@ class Client(threading.Thread):
         raise TimeoutError("no reply within the time limit")
 
     def run(self):
-        try:
-            self.sock = self.connect(time.monotonic() + 60)
-        except Exception as e:
-            self.errors.append("connect: %s" % e)
-            self.connected.set()
+        if not self.open():
             return
-        self.connected.set()
         i = 0
         while not self.stop.is_set():
             i += 1
@@ -655,6 +662,21 @@ def plain_vm_args(disk):
     ]
 
 
+def wait_colo_modes(p, s, timeout):
+    """Poll query-colo-status until @p is primary and @s secondary, one of
+    them dies, or @timeout seconds pass; returns the last two modes."""
+    deadline = time.monotonic() + timeout
+    pm = sm = None
+    while time.monotonic() < deadline:
+        pm = p.ok("query-colo-status")["mode"]
+        sm = s.ok("query-colo-status")["mode"]
+        if (pm, sm) == ("primary", "secondary") or not (p.alive() and
+                                                       s.alive()):
+            break
+        time.sleep(0.2)
+    return pm, sm
+
+
 class Pair:
     """A COLO pair started the documented way."""
 
@@ -710,16 +732,7 @@ class Pair:
         p.ok("migrate-set-parameters", **{"x-checkpoint-delay":
                                           CHECKPOINT_DELAY_MS})
         p.ok("migrate", uri="tcp:127.0.0.2:9998")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            pm = p.ok("query-colo-status")["mode"]
-            sm = s.ok("query-colo-status")["mode"]
-            if pm == "primary" and sm == "secondary":
-                break
-            if not p.alive() or not s.alive():
-                break
-            time.sleep(0.2)
-        return pm, sm
+        return wait_colo_modes(p, s, timeout)
 
     def start_serving(self, ready_timeout=90):
         """start(), then wait for the guest's services; raises
@@ -1198,14 +1211,7 @@ def resume_and_fail_again(pair, client, diag):
     p.ok("migrate-set-capabilities",
          capabilities=[{"capability": "x-colo", "state": True}])
     p.ok("migrate", uri="tcp:127.0.0.2:9998")
-    deadline = time.monotonic() + 60
-    pm = sm = None
-    while time.monotonic() < deadline:
-        pm = p.ok("query-colo-status")["mode"]
-        sm = s.ok("query-colo-status")["mode"]
-        if (pm, sm) == ("primary", "secondary") or not s.alive():
-            break
-        time.sleep(0.2)
+    pm, sm = wait_colo_modes(p, s, 60)
     log("replication resumed: primary mode=%s, new secondary mode=%s"
         % (pm, sm))
     diag.append("after resume: primary=%s secondary=%s" % (pm, sm))
@@ -1335,14 +1341,7 @@ def secondary_resume_and_fail_again(pair, client, diag):
     p.ok("migrate", uri="tcp:127.0.0.1:9997")
     # from here on the promoted VM is the pair's primary
     pair.p, pair.s = p, s
-    deadline = time.monotonic() + 60
-    pm = sm = None
-    while time.monotonic() < deadline:
-        pm = p.ok("query-colo-status")["mode"]
-        sm = s.ok("query-colo-status")["mode"]
-        if (pm, sm) == ("primary", "secondary") or not s.alive():
-            break
-        time.sleep(0.2)
+    pm, sm = wait_colo_modes(p, s, 60)
     log("secondary resume replication (filters %s): promoted VM mode=%s, "
         "new secondary mode=%s" % (RESUME_FILTER_ORDER, pm, sm))
     diag.append("after resume (filter order %s): promoted=%s new "
@@ -1479,8 +1478,11 @@ def slow_migration_link(rate):
 
 def cut_colo_link():
     """Drop every packet between primary and secondary: no FIN, no RST,
-    as when a switch or cable between two hosts fails."""
+    as when a switch or cable between two hosts fails.  Removing the
+    shaping qdisc also drops what it still holds (up to lo's 1000-packet
+    queue), which would otherwise trickle in for a long time."""
     run(["iptables", "-w", "-I"] + CUT_RULE, ns=NS_HOST)
+    run(["tc", "qdisc", "del", "dev", "lo", "root"], ns=NS_HOST, check=False)
 
 
 def restore_colo_link():
@@ -1499,7 +1501,8 @@ def wait_checkpoint_start(pair, timeout):
 
 
 CUT_LINK_RATE = "4mbit"
-CUT_ANSWER_TIMEOUT = 5      # seconds QMP may take to answer after the cut
+CUT_ANSWER_TIMEOUT = 1      # seconds QMP may take to answer after the cut
+                            # (less than keep-alive needs to end the load)
 CUT_FAILOVER_LIMIT = 5      # seconds the secondary failover may take
 # TCP keep-alive on the secondary's migration socket: 1 s idle, then 2
 # probes 1 s apart, so the secondary should notice the cut in about 3 s
