@@ -91,11 +91,8 @@ class Prober(E.Client):
                 k = None
                 req, want = "PING %d" % i, ["PONG", None, str(i)]
             t_send = time.monotonic()
-            try:
-                self.sock.sendall((req + "\n").encode())
-                line = self.readline(self.sock, time.monotonic() + 40)
-            except Exception as e:
-                self.errors.append("%s: %s" % (req, e))
+            line = self.request(req)
+            if line is None:
                 return
             t_reply = time.monotonic()
             words = line.split()

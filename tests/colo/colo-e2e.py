@@ -342,6 +342,16 @@ class Client(threading.Thread):
             self.connected.set()
         return True
 
+    def request(self, req):
+        """Send one request line; its reply, or None with the error
+        recorded (the connection is then unusable)."""
+        try:
+            self.sock.sendall((req + "\n").encode())
+            return self.readline(self.sock, time.monotonic() + 40)
+        except Exception as e:
+            self.errors.append("%s: %s" % (req, e))
+            return None
+
     def readline(self, f, limit):
         buf = b""
         while time.monotonic() < limit:
@@ -368,11 +378,8 @@ class Client(threading.Thread):
                 k = self.next_rec
                 self.next_rec += 1
                 req = "WRITE %d" % k
-            try:
-                self.sock.sendall((req + "\n").encode())
-                line = self.readline(self.sock, time.monotonic() + 40)
-            except Exception as e:
-                self.errors.append("%s: %s" % (req, e))
+            line = self.request(req)
+            if line is None:
                 return
             words = line.split()
             ok = False
@@ -529,12 +536,7 @@ class VM:
     def kill(self):
         self.proc.kill()
         self.proc.wait(10)
-        if self.qmp:
-            try:
-                self.qmp.close()
-            except Exception:
-                pass
-            self.qmp = None
+        self.close_qmp()
 
     def quit(self):
         try:
@@ -546,11 +548,15 @@ class VM:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
-        try:
-            self.qmp.close()
-        except Exception:
-            pass
-        self.qmp = None
+        self.close_qmp()
+
+    def close_qmp(self):
+        if self.qmp:
+            try:
+                self.qmp.close()
+            except Exception:
+                pass
+            self.qmp = None
 
     def console_text(self):
         try:
@@ -632,6 +638,27 @@ def secondary_failover(s):
     s.ok("object-del", id="f1")
     s.ok("chardev-remove", id="red1")
     s.ok("chardev-remove", id="red0")
+
+
+def add_primary_filters(p, before_rewriter=False):
+    """The network half of "resume replication" on the (new) primary @p:
+    the filters and colo-compare that primary_failover() deleted, placed
+    before the promoted VM's filter-rewriter rew0 if @before_rewriter."""
+    where = ({"insert": "before", "position": "id=rew0"}
+             if before_rewriter else {})
+    for props in ({"qom-type": "filter-mirror", "id": "m0",
+                   "queue": "tx", "outdev": "mirror0"},
+                  {"qom-type": "filter-redirector", "id": "redire0",
+                   "queue": "rx", "indev": "compare_out"},
+                  {"qom-type": "filter-redirector", "id": "redire1",
+                   "queue": "rx", "outdev": "compare0"}):
+        p.ok("object-add", netdev="hn0", **dict(where, **props))
+    p.ok("object-add", **{"qom-type": "iothread", "id": "iothread1"})
+    p.ok("object-add", **{"qom-type": "colo-compare", "id": "comp0",
+                          "primary_in": "compare0-0",
+                          "secondary_in": "compare1",
+                          "outdev": "compare_out0",
+                          "iothread": "iothread1"})
 
 
 def primary_failover(p):
@@ -1193,21 +1220,7 @@ def resume_and_fail_again(pair, client, diag):
         diag.append("drive-mirror not ready: %s" % jobs)
         return False
     attach_replication_child(p, "127.0.0.2")
-    p.ok("object-add", **{"qom-type": "filter-mirror", "id": "m0",
-                          "netdev": "hn0", "queue": "tx",
-                          "outdev": "mirror0"})
-    p.ok("object-add", **{"qom-type": "filter-redirector", "id": "redire0",
-                          "netdev": "hn0", "queue": "rx",
-                          "indev": "compare_out"})
-    p.ok("object-add", **{"qom-type": "filter-redirector", "id": "redire1",
-                          "netdev": "hn0", "queue": "rx",
-                          "outdev": "compare0"})
-    p.ok("object-add", **{"qom-type": "iothread", "id": "iothread1"})
-    p.ok("object-add", **{"qom-type": "colo-compare", "id": "comp0",
-                          "primary_in": "compare0-0",
-                          "secondary_in": "compare1",
-                          "outdev": "compare_out0",
-                          "iothread": "iothread1"})
+    add_primary_filters(p)
     p.ok("migrate-set-capabilities",
          capabilities=[{"capability": "x-colo", "state": True}])
     p.ok("migrate", uri="tcp:127.0.0.2:9998")
@@ -1317,23 +1330,7 @@ def secondary_resume_and_fail_again(pair, client, diag):
         diag.append("drive-mirror not ready: %s" % info)
         return False
     attach_replication_child(p, "127.0.0.1")
-    where = ({"insert": "before", "position": "id=rew0"}
-             if RESUME_FILTER_ORDER == "doc" else {})
-    p.ok("object-add", **dict(where, **{
-        "qom-type": "filter-mirror", "id": "m0", "netdev": "hn0",
-        "queue": "tx", "outdev": "mirror0"}))
-    p.ok("object-add", **dict(where, **{
-        "qom-type": "filter-redirector", "id": "redire0", "netdev": "hn0",
-        "queue": "rx", "indev": "compare_out"}))
-    p.ok("object-add", **dict(where, **{
-        "qom-type": "filter-redirector", "id": "redire1", "netdev": "hn0",
-        "queue": "rx", "outdev": "compare0"}))
-    p.ok("object-add", **{"qom-type": "iothread", "id": "iothread1"})
-    p.ok("object-add", **{"qom-type": "colo-compare", "id": "comp0",
-                          "primary_in": "compare0-0",
-                          "secondary_in": "compare1",
-                          "outdev": "compare_out0",
-                          "iothread": "iothread1"})
+    add_primary_filters(p, before_rewriter=RESUME_FILTER_ORDER == "doc")
     p.ok("migrate-set-capabilities",
          capabilities=[{"capability": "x-colo", "state": True}])
     p.ok("migrate-set-parameters", **{"x-checkpoint-delay":
