@@ -11,10 +11,12 @@ measures, in one run:
      the COLO/plain ratio;
   2. checkpoints: primary STOP->RESUME pairs (as colo-e2e counts them) per
      second and their pause p50/p99, over --window seconds each at an idle
-     guest (one PING every 2 s) and under load: "write" = the client sends
-     WRITE k back to back (guest dirties page cache and disk, replies are
-     identical so no compare mismatch), "http" = HTTP GETs whose Date header
-     differs between the guests (mismatch-forced checkpoints);
+     guest (one PING every 2 s) and under load (--load): "write" = WRITE k
+     back to back (guest dirties page cache and disk; replies identical, no
+     compare mismatch), "dirty" = DIRTY 8 back to back (the guest rewrites
+     8 MiB of its RAM per request), "time" = TIME back to back (each reply
+     differs between the guests: one mismatch-forced checkpoint per
+     request; its round trip is the on-demand checkpoint's latency);
   3. secondary failover: the primary is killed (kill -9) while the client
      pings every 10 ms; interruption = first reply after the kill minus the
      last reply before it, minus the time the failover QMP commands took;
@@ -32,7 +34,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 import traceback
 
@@ -47,6 +48,14 @@ E = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(E)
 
 T0 = time.monotonic()
+
+# The loaded checkpoint windows (--load), each a Prober mode.
+LOADS = ("write", "dirty", "time")
+LOAD_LABELS = {"idle": "idle (PING every 2 s)",
+               "ping": "PING every 10 ms",
+               "write": "WRITE k back to back",
+               "dirty": "DIRTY 8 MiB back to back",
+               "time": "TIME back to back (mismatch)"}
 
 
 def note(msg):
@@ -64,9 +73,12 @@ class Prober(E.Client):
       ping   PING, then 10 ms pause
       idle   PING every 2 s
       write  WRITE k back to back
+      dirty  DIRTY 8 back to back
+      time   TIME back to back
     """
 
-    GAPS = {"ping": 0.01, "idle": 2.0, "write": 0.0}
+    GAPS = {"ping": 0.01, "idle": 2.0, "write": 0.0, "dirty": 0.0,
+            "time": 0.0}
 
     def __init__(self, mode="ping"):
         super().__init__()
@@ -83,12 +95,16 @@ class Prober(E.Client):
         while not self.stop.is_set():
             mode = self.mode
             i += 1
+            k = None
             if mode == "write":
                 k = (self.next_rec - 1) % 65535 + 1
                 self.next_rec += 1
                 req, want = "WRITE %d" % k, ["WROTE", None, str(k)]
+            elif mode == "dirty":
+                req, want = "DIRTY 8", ["DIRTIED", None, "8"]
+            elif mode == "time":
+                req, want = "TIME", ["TIME", None, None]
             else:
-                k = None
                 req, want = "PING %d" % i, ["PONG", None, str(i)]
             t_send = time.monotonic()
             line = self.request(req)
@@ -97,7 +113,8 @@ class Prober(E.Client):
             t_reply = time.monotonic()
             words = line.split()
             ok = (len(words) == 3 and words[0] == want[0] and
-                  words[1].isdigit() and words[2] == want[2])
+                  words[1].isdigit() and
+                  (words[2] == want[2] if want[2] else words[2].isdigit()))
             if ok:
                 n = int(words[1])
                 if n != self.expect:
@@ -164,19 +181,12 @@ def start_client(mode):
     return c
 
 
-def measure_window(pair, client, mode, seconds, http=False):
-    """Run the client in `mode` (plus HTTP GETs if http) for `seconds`;
-    returns the round trips and, for a pair, the checkpoints in the window."""
+def measure_window(pair, client, mode, seconds):
+    """Run the client in `mode` for `seconds`; returns the round trips and,
+    for a pair, the checkpoints in the window."""
     client.set_mode(mode)
     time.sleep(0.3)             # let a request of the previous mode finish
-    if http:
-        client.http_stop.clear()
-        if not client.http_thread.is_alive():
-            client.http_thread = threading.Thread(target=client.http_loop,
-                                                  daemon=True)
-            client.http_thread.start()
     n0 = pair.poll() if pair else 0
-    http0 = client.http_ok
     t0 = time.monotonic()
     end = t0 + seconds
     while time.monotonic() < end and not client.errors:
@@ -186,14 +196,10 @@ def measure_window(pair, client, mode, seconds, http=False):
             if not pair.p.alive() or not pair.s.alive():
                 raise RuntimeError("a COLO VM died during the window")
     t1 = time.monotonic()
-    if http:
-        client.http_stop.set()
-        client.http_thread.join(15)
     if client.errors:
         raise RuntimeError("client: %s" % client.errors[:3])
     out = {"seconds": round(t1 - t0, 2),
-           "rtt_ms": client.rtts_between(t0, t1, mode),
-           "http_gets": client.http_ok - http0}
+           "rtt_ms": client.rtts_between(t0, t1, mode)}
     if pair:
         n1 = pair.poll()
         out["checkpoints"] = n1 - n0
@@ -253,8 +259,9 @@ def end_pair(pair, client):
 def run_bench(opts, res):
     loads = [x for x in opts.load.split(",") if x]
     for x in loads:
-        if x not in ("write", "http"):
-            raise SystemExit("--load: 'write' and/or 'http'")
+        if x not in LOADS:
+            raise SystemExit("--load: a comma-separated list of %s"
+                             % ", ".join(LOADS))
 
     # 1a. the plain guest
     note("plain VM (no COLO): booting")
@@ -287,12 +294,8 @@ def run_bench(opts, res):
                     measure_window(pair, client, "idle", opts.window))
                 for load in loads:
                     note("%s: %s load window" % (tag, load))
-                    if load == "write":
-                        w = measure_window(pair, client, "write", opts.window)
-                    else:
-                        w = measure_window(pair, client, "idle", opts.window,
-                                           http=True)
-                    res["checkpoints"][load] = cp_row(w)
+                    res["checkpoints"][load] = cp_row(
+                        measure_window(pair, client, load, opts.window))
                 client.set_mode("ping")
             if opts.failovers == 0:
                 break
@@ -313,7 +316,7 @@ def cp_row(w):
     return {"seconds": w["seconds"], "checkpoints": w["checkpoints"],
             "per_second": w["checkpoints"] / w["seconds"],
             "pause_ms": summ(w["pause_ms"]),
-            "requests": len(w["rtt_ms"]), "http_gets": w["http_gets"]}
+            "requests": len(w["rtt_ms"]), "rtt_ms": summ(w["rtt_ms"])}
 
 
 def print_table(opts, res):
@@ -332,22 +335,20 @@ def print_table(opts, res):
         print("%-20s %8s %7.1fx %7.1fx" % ("ratio COLO/no COLO", "",
                                            lat["ratio_p50"], lat["ratio_p99"]))
 
-    print("\nCheckpoints (primary STOP->RESUME), pause in ms")
-    print("%-34s %6s %8s %8s %8s %8s" % ("client load", "count", "per s",
-                                         "p50", "p99", "req/s"))
-    labels = {"idle": "idle (PING every 2 s)",
-              "ping": "PING every 10 ms",
-              "write": "WRITE k back to back",
-              "http": "HTTP GETs (mismatches)"}
-    for k in ("idle", "ping", "write", "http"):
+    print("\nCheckpoints (primary STOP->RESUME) under each client load; "
+          "pause and request round trip in ms")
+    print("%-30s %6s %7s %7s %7s %7s %7s %7s" % (
+        "client load", "count", "per s", "pause50", "pause99", "req/s",
+        "rtt50", "rtt99"))
+    for k in ("idle", "ping") + LOADS:
         r = res["checkpoints"].get(k)
         if not r:
             continue
-        rate = (r["http_gets"] if k == "http" else r["requests"]) \
-            / r["seconds"]
-        print("%-34s %6d %8.2f %8s %8s %8.1f" % (
-            labels[k], r["checkpoints"], r["per_second"],
-            fmt(r["pause_ms"], "p50"), fmt(r["pause_ms"], "p99"), rate))
+        print("%-30s %6d %7.2f %7s %7s %7.1f %7s %7s" % (
+            LOAD_LABELS[k], r["checkpoints"], r["per_second"],
+            fmt(r["pause_ms"], "p50"), fmt(r["pause_ms"], "p99"),
+            r["requests"] / r["seconds"], fmt(r.get("rtt_ms"), "p50"),
+            fmt(r.get("rtt_ms"), "p99")))
 
     fo = res["failover"]
     print("\nSecondary failover (primary kill -9), client pinging every "
@@ -372,9 +373,9 @@ def main():
     ap.add_argument("--failovers", type=int, default=10,
                     help="secondary failovers, one fresh pair each "
                          "(default 10)")
-    ap.add_argument("--load", default="write",
-                    help="loaded checkpoint windows: write, http or "
-                         "write,http (default write)")
+    ap.add_argument("--load", default=",".join(LOADS),
+                    help="loaded checkpoint windows, comma-separated "
+                         "(default %s)" % ",".join(LOADS))
     ap.add_argument("--checkpoint-delay", type=int,
                     default=E.CHECKPOINT_DELAY_MS,
                     help="x-checkpoint-delay in ms (default %d, colo-e2e's)"

@@ -6,27 +6,31 @@ tests/colo/guest and prints TAP:
 
   1. COLO starts and keeps the client served through checkpoints (periodic
      and forced by compare mismatches), the secondary's guest stays healthy
-  2. secondary failover (primary killed): the same TCP connection continues
+  2. with periodic checkpoints off, each differing reply (TIME) forces one
+     checkpoint and identical replies (PING) none
+  3. secondary failover (primary killed): the same TCP connection continues
      on the secondary, the new primary announces itself (gratuitous ARP
      from the guest, RARP from QEMU)
-  3. "Secondary resume replication": the promoted secondary becomes the
+  4. "Secondary resume replication": the promoted secondary becomes the
      primary of a new secondary, COLO runs, then a second failover (the new
      secondary killed); the same connection continues throughout
-  4. the promoted secondary's disk holds every record the client was told
+  5. the promoted secondary's disk holds every record the client was told
      was written
-  5. primary failover (secondary killed): the connection continues
-  6. x-colo-lost-heartbeat outside COLO fails cleanly
-  7. "Primary resume replication", then a second failover
-  8. a new secondary with smaller disks than the primary's: drive-mirror
+  6. primary failover (secondary killed): the connection continues
+  7. x-colo-lost-heartbeat outside COLO fails cleanly
+  8. "Primary resume replication", then a second failover
+  9. a new secondary with smaller disks than the primary's: drive-mirror
      and the replication child are refused, both QEMUs stay up, the
      primary keeps serving
-  9. the primary's disk holds every acknowledged record
- 10. the COLO link cut (packets dropped) in the middle of a checkpoint:
+ 10. the primary's disk holds every acknowledged record
+ 11. the COLO link cut (packets dropped) in the middle of a checkpoint:
      both QEMUs keep answering QMP; the secondary, its migration socket
      using TCP keep-alive, reports the cut with COLO_EXIT
- 11. then the primary is fenced and the secondary fails over; the client's
+ 12. then the primary is fenced and the secondary fails over; the client's
      connection continues
- 12. the same cut, but the secondary is fenced and the primary fails over
+ 13. the same cut, but the secondary is fenced and the primary fails over
+ 14. a filter-redirector on a virtio-net netdev without vnet_hdr_support
+     warns (with such filters colo-compare would compare nothing)
 
 Everything runs in network namespaces the test creates (QEMU and its
 bridge/taps in one, the client in another); all of it is removed at exit,
@@ -82,6 +86,12 @@ GUEST_MAC = "52:54:00:77:00:10"
 # gratuitous ARP (VIRTIO_NET_F_GUEST_ANNOUNCE); with e1000 QEMU sends only
 # RARP frames of its own.
 GUEST_NIC = os.environ.get("COLO_E2E_NIC", "virtio-net-pci")
+# A virtio-net NIC exchanges its packets with the tap backend behind a
+# virtio-net header; colo-compare and every COLO filter must then be told
+# (vnet_hdr_support), or they cannot parse a single packet and colo-compare
+# lets everything through uncompared.
+VNET_HDR = {"vnet_hdr_support": True} if GUEST_NIC.startswith("virtio") else {}
+VNET_HDR_OPT = ",vnet_hdr_support=on" if VNET_HDR else ""
 DISK_SIZE = "64M"
 CHECKPOINT_DELAY_MS = int(os.environ.get("COLO_E2E_DELAY", "1000"))
 TRAFFIC_SECONDS = int(os.environ.get("COLO_E2E_TRAFFIC", "20"))  # soak runs
@@ -300,11 +310,17 @@ def frame_kind(frame):
 # ---------------------------------------------------------------- client
 
 class Client(threading.Thread):
-    """One persistent TCP connection to the guest's port 7777 (PING/WRITE
-    alternately) plus, in a second thread, HTTP GETs to port 80."""
+    """One persistent TCP connection to the guest's port 7777, cycling
+    through the request kinds of `mix` (PING, WRITE, TIME, "DIRTY m"),
+    plus, in a second thread, HTTP GETs to port 80.  A TIME reply differs
+    between the two guests, so each TIME request forces a checkpoint."""
 
-    def __init__(self):
+    PLAIN = ("PING", "WRITE")
+    WITH_MISMATCHES = ("PING", "WRITE", "TIME")
+
+    def __init__(self, mix=PLAIN):
         super().__init__(daemon=True)
+        self.mix = mix              # may be changed while the client runs
         self.stop = threading.Event()
         self.sock = None
         self.expect = 1             # the next reply's request number
@@ -317,6 +333,7 @@ class Client(threading.Thread):
         self.http_ok = 0
         self.http_fail = []
         self.http_stop = threading.Event()
+        self.http_paused = threading.Event()
         self.http_thread = threading.Thread(target=self.http_loop, daemon=True)
 
     def connect(self, deadline):
@@ -372,12 +389,16 @@ class Client(threading.Thread):
         i = 0
         while not self.stop.is_set():
             i += 1
-            if i % 2:
-                req, k = "PING %d" % i, None
-            else:
+            mix = self.mix
+            kind, k = mix[i % len(mix)], None
+            if kind == "WRITE":
                 k = self.next_rec
                 self.next_rec += 1
                 req = "WRITE %d" % k
+            elif kind == "PING":
+                req = "PING %d" % i
+            else:
+                req = kind
             line = self.request(req)
             if line is None:
                 return
@@ -389,10 +410,15 @@ class Client(threading.Thread):
                     self.errors.append("reply %r: expected request number %d"
                                        % (line, self.expect))
                 self.expect = n + 1
-                if k is None:
+                if kind == "PING":
                     ok = words[0] == "PONG" and words[2:] == [str(i)]
-                else:
+                elif kind == "WRITE":
                     ok = words[0] == "WROTE" and words[2:] == [str(k)]
+                elif kind == "TIME":
+                    ok = (words[0] == "TIME" and len(words) == 3 and
+                          words[2].isdigit())
+                else:               # DIRTY m
+                    ok = words[0] == "DIRTIED" and words[2:] == kind.split()[1:]
             if not ok:
                 self.errors.append("request %r got %r" % (req, line))
             with self.lock:
@@ -404,6 +430,9 @@ class Client(threading.Thread):
     def http_loop(self):
         enter_netns(NS_CLIENT)
         while not self.http_stop.is_set():
+            if self.http_paused.is_set():
+                self.http_stop.wait(0.1)
+                continue
             try:
                 s = socket.create_connection((GUEST_IP, 80), timeout=10)
                 s.settimeout(10)
@@ -584,12 +613,16 @@ def primary_args(disk):
         "-chardev", "socket,id=compare0-0,host=127.0.0.1,port=9001",
         "-chardev", "socket,id=compare_out,host=127.0.0.1,port=9005,server=on,wait=off",
         "-chardev", "socket,id=compare_out0,host=127.0.0.1,port=9005",
-        "-object", "filter-mirror,id=m0,netdev=hn0,queue=tx,outdev=mirror0",
-        "-object", "filter-redirector,netdev=hn0,id=redire0,queue=rx,indev=compare_out",
-        "-object", "filter-redirector,netdev=hn0,id=redire1,queue=rx,outdev=compare0",
+        "-object", "filter-mirror,id=m0,netdev=hn0,queue=tx,outdev=mirror0"
+                   + VNET_HDR_OPT,
+        "-object", "filter-redirector,netdev=hn0,id=redire0,queue=rx,"
+                   "indev=compare_out" + VNET_HDR_OPT,
+        "-object", "filter-redirector,netdev=hn0,id=redire1,queue=rx,"
+                   "outdev=compare0" + VNET_HDR_OPT,
         "-object", "iothread,id=iothread1",
         "-object", "colo-compare,id=comp0,primary_in=compare0-0,"
-                   "secondary_in=compare1,outdev=compare_out0,iothread=iothread1",
+                   "secondary_in=compare1,outdev=compare_out0,"
+                   "iothread=iothread1" + VNET_HDR_OPT,
         "-drive", "if=ide,id=colo-disk0,driver=quorum,read-pattern=fifo,"
                   "vote-threshold=1,children.0.file.filename=%s,"
                   "children.0.driver=qcow2" % disk,
@@ -605,9 +638,12 @@ def secondary_args(parent, active, hidden, primary_ip="127.0.0.1",
         "-device", "%s,id=e0,netdev=hn0,mac=%s,romfile=" % (GUEST_NIC, GUEST_MAC),
         "-chardev", "socket,id=red0,host=%s,port=9003,reconnect-ms=1000" % primary_ip,
         "-chardev", "socket,id=red1,host=%s,port=9004,reconnect-ms=1000" % primary_ip,
-        "-object", "filter-redirector,id=f1,netdev=hn0,queue=tx,indev=red0",
-        "-object", "filter-redirector,id=f2,netdev=hn0,queue=rx,outdev=red1",
-        "-object", "filter-rewriter,id=rew0,netdev=hn0,queue=all",
+        "-object", "filter-redirector,id=f1,netdev=hn0,queue=tx,indev=red0"
+                   + VNET_HDR_OPT,
+        "-object", "filter-redirector,id=f2,netdev=hn0,queue=rx,outdev=red1"
+                   + VNET_HDR_OPT,
+        "-object", "filter-rewriter,id=rew0,netdev=hn0,queue=all"
+                   + VNET_HDR_OPT,
         "-drive", "if=none,id=parent0,file.filename=%s,driver=qcow2" % parent,
         "-drive", "if=none,id=childs0,driver=replication,mode=secondary,"
                   "file.driver=qcow2,top-id=colo-disk0,file.file.filename=%s,"
@@ -652,13 +688,13 @@ def add_primary_filters(p, before_rewriter=False):
                    "queue": "rx", "indev": "compare_out"},
                   {"qom-type": "filter-redirector", "id": "redire1",
                    "queue": "rx", "outdev": "compare0"}):
-        p.ok("object-add", netdev="hn0", **dict(where, **props))
+        p.ok("object-add", netdev="hn0", **dict(where, **props, **VNET_HDR))
     p.ok("object-add", **{"qom-type": "iothread", "id": "iothread1"})
     p.ok("object-add", **{"qom-type": "colo-compare", "id": "comp0",
                           "primary_in": "compare0-0",
                           "secondary_in": "compare1",
                           "outdev": "compare_out0",
-                          "iothread": "iothread1"})
+                          "iothread": "iothread1"}, **VNET_HDR)
 
 
 def primary_failover(p):
@@ -807,6 +843,66 @@ class Pair:
         return out
 
 
+def checked(check, *args):
+    """Run @check(*args, diag), which returns whether it passed and adds
+    its findings to diag; returns (passed, diag), an exception counting as
+    a failure with the end of its traceback in diag."""
+    diag = []
+    try:
+        return bool(check(*args, diag)), diag
+    except Exception as e:
+        diag.append("exception: %s" % e)
+        diag += traceback.format_exc().splitlines()[-4:]
+        return False, diag
+
+
+def on_demand_checkpoints(pair, client, diag):
+    """With periodic checkpoints out of the way (x-checkpoint-delay of an
+    hour), count the primary's checkpoints while the client sends only
+    requests both guests answer alike (PING), then only requests they
+    answer differently (TIME): colo-compare must force one checkpoint per
+    TIME reply and none for the PINGs.  It fails when colo-compare lets
+    packets through uncompared (e.g. filters that cannot parse them) and
+    when stale secondary packets make identical replies mismatch.  The
+    delay and the client's request mix are restored afterwards."""
+    p = pair.p
+    mix = client.mix
+    window = 6.0
+
+    def phase(kind):
+        answer = {"PING": "PONG"}.get(kind, kind)
+        client.mix = (kind,)
+        time.sleep(0.5)         # let a request of the previous kind end
+        c0, t0 = pair.poll(), time.monotonic()
+        time.sleep(window)
+        c1, t1 = pair.poll(), time.monotonic()
+        with client.lock:
+            n = len([1 for t, line in client.replies
+                     if t0 <= t < t1 and line.startswith(answer)])
+        return c1 - c0, n
+
+    client.http_paused.set()    # HTTP replies differ across a second's end
+    p.ok("migrate-set-parameters", **{"x-checkpoint-delay": 3600 * 1000})
+    try:
+        ping_cp, pings = phase("PING")
+        time_cp, times = phase("TIME")
+    finally:
+        client.mix = mix
+        p.ok("migrate-set-parameters",
+             **{"x-checkpoint-delay": CHECKPOINT_DELAY_MS})
+        client.http_paused.clear()
+    log("on-demand checkpoints (x-checkpoint-delay 1 h, %.0f s each): %d "
+        "for %d PING replies, %d for %d TIME replies" % (
+            window, ping_cp, pings, time_cp, times))
+    diag.append("PING phase: %d checkpoints, %d replies; TIME phase: %d "
+                "checkpoints, %d replies" % (ping_cp, pings, time_cp, times))
+    diag.append("client errors: %s" % client.errors[:3])
+    # A TIME reply comes only after the checkpoint it forced: at each edge
+    # of the window one may fall inside and the other outside.
+    return (not client.errors and pings >= 20 and ping_cp == 0 and
+            times >= 5 and times - 1 <= time_cp <= times + 1)
+
+
 def verify_disk(image_spec, records, name, fmt=None):
     raw = os.path.join(_workdir, name + ".raw")
     run([QEMU_IMG, "convert"] + (["-f", fmt] if fmt else []) +
@@ -856,7 +952,7 @@ def traffic_phase(pair, client, seconds):
 def scenario_secondary_failover():
     """Tests 1-4: COLO under traffic, then the primary dies."""
     pair = Pair("run1")
-    client = Client()
+    client = Client(Client.WITH_MISMATCHES)
     sniffer = AnnounceSniffer()
     # 1. COLO starts and serves traffic
     diag = []
@@ -907,6 +1003,11 @@ def scenario_secondary_failover():
             diag.append("%s died: %s" % (vm.name, vm.stderr_tail()[-600:]))
     tap(ok, "COLO starts and serves a client through checkpoints "
         "(no lost/duplicated reply, secondary guest healthy)", diag)
+    diag = ["skipped: COLO not running"]
+    if ok:
+        ok, diag = checked(on_demand_checkpoints, pair, client)
+    tap(ok, "colo-compare forces one checkpoint per differing reply "
+        "and none for identical replies", diag)
     if not ok:
         client.finish()
         tap(False, "secondary failover keeps the client's TCP connection "
@@ -1001,11 +1102,7 @@ def scenario_secondary_failover():
     diag = []
     ok = False
     if failed_over:
-        try:
-            ok = secondary_resume_and_fail_again(pair, client, diag)
-        except Exception as e:
-            diag.append("exception: %s" % e)
-            diag += traceback.format_exc().splitlines()[-4:]
+        ok, diag = checked(secondary_resume_and_fail_again, pair, client)
         # the disk check below reads the promoted VM; a new secondary
         # left half-started by a failure must not stay behind
         for vm in (pair.p, pair.s):
@@ -1116,13 +1213,7 @@ def scenario_primary_failover():
 
     # 7: "Primary resume replication" with a new secondary, then a second
     # primary failover; the same client connection keeps going throughout
-    diag = []
-    ok = False
-    try:
-        ok = resume_and_fail_again(pair, client, diag)
-    except Exception as e:
-        diag.append("exception: %s" % e)
-        diag += traceback.format_exc().splitlines()[-4:]
+    ok, diag = checked(resume_and_fail_again, pair, client)
     tap(ok, "primary resume replication with a new secondary, then a second "
         "failover: the client's connection continues", diag)
 
@@ -1507,6 +1598,58 @@ CUT_KEEPALIVE = (1, 1, 2)
 CUT_NOTICE_LIMIT = 10       # seconds for the secondary's COLO_EXIT
 
 
+def scenario_vnet_hdr_misconfigured():
+    """Test 14: a filter-redirector on a virtio-net NIC's netdev without
+    vnet_hdr_support says so on stderr at the first packet (with a NIC
+    that has no virtio-net header, e1000, it must stay silent).  The
+    guest's replies to the client's connection attempts are its packets;
+    they go to a null chardev, so the guest is unreachable."""
+    d = os.path.join(_workdir, "vnet")
+    os.makedirs(d)
+    disk = os.path.join(d, "plain.qcow2")
+    run([QEMU_IMG, "create", "-q", "-f", "qcow2", disk, DISK_SIZE])
+    vm = VM("vnet-hdr", plain_vm_args(disk) + [
+        "-chardev", "null,id=sink",
+        "-object", "filter-redirector,id=probe,netdev=hn0,queue=rx,"
+                   "outdev=sink"])
+    warning = ("filter-redirector 'probe': the packets of netdev 'hn0' "
+               "carry a 12-byte virtio-net header but vnet_hdr_support is "
+               "off")
+    diag = []
+    ok = False
+    try:
+        vm.launch()
+        vm.connect()
+        deadline = time.monotonic() + 60
+        while (time.monotonic() < deadline and
+               "COLO-GUEST-READY" not in vm.console_text()):
+            time.sleep(0.2)
+        def knock():
+            enter_netns(NS_CLIENT)      # this thread only
+            end = time.monotonic() + 10
+            while time.monotonic() < end and warning not in vm.stderr_tail():
+                try:
+                    socket.create_connection((GUEST_IP, 7777), timeout=0.5)
+                except OSError:
+                    pass
+        knocker = threading.Thread(target=knock, daemon=True)
+        knocker.start()
+        knocker.join(15)
+        text = vm.stderr_tail()
+        diag.append("guest NIC %s; QEMU stderr: %s"
+                    % (GUEST_NIC, text.strip()[-300:] or "(empty)"))
+        ok = vm.alive() and (warning in text) == bool(VNET_HDR)
+    except Exception as e:
+        diag.append("exception: %s" % e)
+    finally:
+        if vm.proc is not None and vm.alive():
+            vm.kill()
+    tap(ok, "a filter on a virtio-net netdev without vnet_hdr_support "
+        "warns at its first packet" if VNET_HDR else
+        "a filter on an e1000 netdev needs no vnet_hdr_support: no warning",
+        diag)
+
+
 def scenario_channel_cut(survivor):
     """The COLO link is cut (packets dropped, nothing closed) in the middle
     of a checkpoint; both QEMUs keep answering QMP (test 10, with survivor
@@ -1648,7 +1791,7 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGALRM, on_signal)
     signal.alarm(GLOBAL_TIMEOUT)
-    total = 12
+    total = 14
     if not DEMO:
         print("1..%d" % total, flush=True)
     try:
@@ -1673,6 +1816,8 @@ def main():
         scenario_channel_cut("secondary")
         cleanup_vms()
         scenario_channel_cut("primary")
+        cleanup_vms()
+        scenario_vnet_hdr_misconfigured()
     except BaseException as e:
         log("aborted: %s" % e)
         for line in traceback.format_exc().splitlines()[-6:]:
