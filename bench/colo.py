@@ -152,26 +152,6 @@ def fmt(s, key):
     return "%.1f" % s[key] if s else "-"
 
 
-def plain_vm(tag):
-    """The guest without COLO: one VM on the primary's tap, no filters."""
-    d = os.path.join(E._workdir, tag)
-    os.makedirs(d)
-    disk = os.path.join(d, "plain.qcow2")
-    E.run([E.QEMU_IMG, "create", "-q", "-f", "qcow2", disk, E.DISK_SIZE])
-    return E.VM(tag, E.plain_vm_args(disk))
-
-
-def wait_console(vm, marker, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if marker in vm.console_text():
-            return
-        if not vm.alive():
-            raise RuntimeError("%s died: %s" % (vm.name, vm.stderr_tail()))
-        time.sleep(0.2)
-    raise RuntimeError("%s: no %s on the console" % (vm.name, marker))
-
-
 def start_client(mode):
     c = Prober(mode)
     c.start()
@@ -265,10 +245,10 @@ def run_bench(opts, res):
 
     # 1a. the plain guest
     note("plain VM (no COLO): booting")
-    vm = plain_vm("plain")
+    vm = E.plain_vm("plain")
     vm.launch()
     vm.connect()
-    wait_console(vm, "COLO-GUEST-READY")
+    vm.wait_console("COLO-GUEST-READY", 120)
     client = start_client("ping")
     w = measure_window(None, client, "ping", opts.window)
     res["latency"]["plain"] = summ(w["rtt_ms"])
