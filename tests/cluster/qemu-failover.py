@@ -184,6 +184,31 @@ def reported_at(watch_log):
     return None
 
 
+def pcmk_event(c, node, pattern, after):
+    """Realtime of the first line of @node's Pacemaker log that contains
+    @pattern and is later than @after (its timestamps are local time
+    with milliseconds, without the year)."""
+    path = os.path.join(c.workdir, node, "pacemaker.log")
+    year = time.localtime(after).tm_year
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                if pattern not in line:
+                    continue
+                stamp = line[:19]           # "Dec 02 14:54:13.651"
+                try:
+                    base = time.mktime(time.strptime(
+                        "%d %s" % (year, stamp[:15]), "%Y %b %d %H:%M:%S"))
+                except ValueError:
+                    continue
+                t = base + float("0" + stamp[15:])
+                if t >= after - 0.001:
+                    return t
+    except OSError:
+        pass
+    return None
+
+
 def fail_over(c, src, dst, trigger, reason, work, tag):
     """Freeze the VM on @src with @trigger(qmp); wait until it serves on
     @dst.  Returns (ok, diag, timings)."""
@@ -224,6 +249,16 @@ def fail_over(c, src, dst, trigger, reason, work, tag):
                     (served - float(started)) * 1000
         if served:
             t["fault_to_guest_served_ms"] = (served - since) * 1000
+        # Pacemaker's own view, from its logs
+        for key, node, pattern in (
+                ("failure_recorded", src, "Failing resource vm"),
+                ("stopped_on_" + src, src,
+                 "Result of stop operation for vm on %s: ok" % src),
+                ("started_on_" + dst, dst,
+                 "Result of start operation for vm on %s: ok" % dst)):
+            ev = pcmk_event(c, node, pattern, since)
+            if ev:
+                t["fault_to_pacemaker_%s_ms" % key] = (ev - since) * 1000
     for k, v in t.items():
         log("timing %s %s: %.1f" % (tag, k, v))
     diag = ["served on %s: %s, crm_mon: vm on %s" % (dst, bool(served), where),
@@ -312,7 +347,10 @@ def scenario(c, work):
     # Release node-a: quit the kept copy, clean the failure up.
     q = QEMUMonitorProtocol(a.root(kept_a[-1] + "/qmp.sock"))
     q.connect(negotiate=True)
-    q.cmd("quit")
+    try:
+        q.cmd("quit")
+    except Exception:   # noqa: BLE001 - QEMU may close before it replies
+        pass
     q.close()
     cluster.wait_for(lambda: not alive(pid_a), 30, "node-a's kept QEMU quit")
     c.crm(["crm_resource", "--cleanup", "--resource", "vm"])
