@@ -225,7 +225,8 @@ class Cluster:
             d = self._dir(name)
             node.start(["corosync-qdevice", "-f"],
                        os.path.join(d, "qdevice.out"))
-            env = dict(os.environ, PCMK_logfile=os.path.join(d, "pacemaker.log"))
+            env = dict(os.environ,
+                       PCMK_logfile=os.path.join(d, "pacemaker.log"))
             node.start(["pacemakerd"], os.path.join(d, "pacemakerd.out"),
                        env=env)
         for name, node in self.nodes.items():

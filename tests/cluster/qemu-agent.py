@@ -38,7 +38,8 @@ import sys
 import tempfile
 import time
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(os.path.dirname(HERE))
 BUILD = os.path.join(TOP, "build", "qemu", "build")
 QEMU = os.path.join(BUILD, "qemu-system-x86_64")
 QEMU_IMG = os.path.join(BUILD, "qemu-img")
@@ -103,8 +104,10 @@ class Agent:
 
     def kept(self):
         k = os.path.join(self.params["state_dir"], "kept")
+        if not os.path.isdir(k):
+            return []
         return sorted(os.path.join(k, d) for d in os.listdir(k)
-                      if d.startswith(self.rsc + "-")) if os.path.isdir(k) else []
+                      if d.startswith(self.rsc + "-"))
 
 
 def alive(pid):
@@ -334,7 +337,8 @@ def run_tests(work, pids):
     agent = os.path.join(stage, "usr/lib/ocf/resource.d/colo-ha/qemu")
     helper = os.path.join(stage, "usr/lib/ocf/lib/colo-ha/colo-ha-qmp")
     md = subprocess.run([agent, "meta-data"], stdout=subprocess.PIPE,
-                        text=True, env=dict(os.environ, OCF_ROOT="/usr/lib/ocf"))
+                        text=True,
+                        env=dict(os.environ, OCF_ROOT="/usr/lib/ocf"))
     # the installed helper imports its own copy of the QMP library
     h = subprocess.run([helper, "state", os.path.join(work, "nothing")],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
