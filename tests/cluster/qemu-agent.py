@@ -103,11 +103,10 @@ class Agent:
         return json.loads(p.stdout) if p.stdout.strip() else None
 
     def kept(self):
-        k = os.path.join(self.params["state_dir"], "kept")
+        k = os.path.join(self.params["state_dir"], "kept", self.rsc)
         if not os.path.isdir(k):
             return []
-        return sorted(os.path.join(k, d) for d in os.listdir(k)
-                      if d.startswith(self.rsc + "-"))
+        return sorted(os.path.join(k, d) for d in os.listdir(k))
 
 
 def alive(pid):

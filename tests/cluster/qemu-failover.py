@@ -155,10 +155,10 @@ def qemu_pid(node, d=None):
 
 
 def kept_dirs(node):
-    k = node.root(STATE + "/kept")
+    k = node.root(STATE + "/kept/vm")
     if not os.path.isdir(k):
         return []
-    return [STATE + "/kept/" + d for d in sorted(os.listdir(k))]
+    return [STATE + "/kept/vm/" + d for d in sorted(os.listdir(k))]
 
 
 def read(node, path):
