@@ -22,7 +22,9 @@ TAP cases:
  10. tools/ocf/virtualdomain-failover-safe, the monitor_scripts check for
      VirtualDomain, through a stand-in virsh (no libvirt here): exit 0
      while the VM runs, 1 naming the reason once it is frozen
- 11. fork/install (make install) into a staging directory: the installed
+ 11. the watch helper also reports a QEMU that died (SIGKILL) with
+     crm_resource --fail; monitor then says not running
+ 12. fork/install (make install) into a staging directory: the installed
      agent and helper work (the helper with its own copy of the QMP
      library)
 
@@ -327,7 +329,32 @@ def run_tests(work, pids):
     v("stop")
     wait_gone(vpid, 30)
 
-    # 11. make install's script, into a staging directory
+    # 11. the watch helper also reports a QEMU that died
+    os.unlink(record)
+    k = Agent(work, "vm5", **dict(base, watch="true"))
+    p = subprocess.run([AGENT, "start"], env=dict(k.env(), PATH=path),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=120)
+    kpid = k.pid()
+    pids.append(kpid)
+    os.kill(kpid, 9)
+    deadline = time.monotonic() + 30
+    calls = ""
+    while time.monotonic() < deadline and not calls:
+        if os.path.exists(record):
+            with open(record) as f:
+                calls = f.read()
+        time.sleep(0.1)
+    with open(os.path.join(k.dir, "watch.log")) as f:
+        wlog = f.read()
+    rc, reasons, _ = k("monitor")
+    tap(p.returncode == 0 and "--fail --resource vm5" in calls
+        and "QEMU is gone" in wlog and rc == 7,
+        "the watch helper reports a QEMU that died; monitor: not running",
+        ["calls %r, monitor rc %d %s" % (calls, rc, reasons), wlog])
+    k("stop")
+
+    # 12. make install's script, into a staging directory
     stage = os.path.join(work, "stage")
     p = subprocess.run([os.path.join(TOP, "fork", "install")],
                        env=dict(os.environ, DESTDIR=stage),
