@@ -7,6 +7,7 @@
 #   make demo       COLO pair + client, kill the primary, fail over (timeline)
 #   make prepare    (re)prepare build/qemu from the pin + patches/ + overlay
 #   make export-patches         regenerate patches/ from build/qemu's commits
+#   make install    install the fork's extras (fork/install; DESTDIR honoured)
 #   make clean      remove build/ (the tarball and ccache stay cached)
 
 TOP := $(CURDIR)
@@ -26,7 +27,7 @@ TEST_TARGETS := $(shell sed -e 's/\#.*//' fork/check-suites 2>/dev/null | \
 	     $$1 ~ /^test-/ { print "tests/unit/" $$1 }')
 
 .PHONY: all deps prepare configure build check check-one bench demo \
-	export-patches clean
+	export-patches install clean
 
 all: build
 
@@ -60,6 +61,10 @@ bench: build
 
 export-patches:
 	@fork/export-patches
+
+# The Pacemaker resource agents (and whatever else fork/install lists).
+install: build
+	@fork/install
 
 # A COLO pair with the test guest and a client in network namespaces: COLO up,
 # checkpoints, primary killed, failover, client continues, disk verified.
