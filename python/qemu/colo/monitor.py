@@ -56,7 +56,7 @@ class Monitor:
             return self._run(self._qmp.execute(command, args or None),
                              timeout)
         except ExecuteError as e:
-            raise MonitorError(self.name, command, e.error.desc) from e
+            raise MonitorError(self.name, command, str(e)) from e
         except asyncio.TimeoutError as e:
             raise MonitorError(self.name, command, "no answer within %g s"
                                % timeout) from e

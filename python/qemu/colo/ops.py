@@ -590,6 +590,10 @@ def _failover(ctx, st, peer, force):
             m.cmd("x-colo-lost-heartbeat")
             done.append("x-colo-lost-heartbeat")
         kind = "primary"
+    elif st.status == "inmigrate":
+        raise OpError("%s is a secondary that never received the guest "
+                      "(run state inmigrate): it cannot take over; start "
+                      "the guest elsewhere" % node.name)
     else:
         ctx.say("%s is not in COLO (run state %s); nothing to fail over"
                 % (node.name, st.status))
