@@ -80,18 +80,19 @@ def log(msg):
     print("# " + msg, flush=True)
 
 
-def run(cmd, ns=None, timeout=120, check=True):
+def run(cmd, ns=None, timeout=120, check=True, env=None):
     if ns:
         cmd = ["ip", "netns", "exec", ns] + cmd
     return subprocess.run(cmd, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, check=check)
+                          timeout=timeout, check=check,
+                          env=dict(os.environ, **(env or {})))
 
 
-def tool(*args, ns=None, timeout=180):
+def tool(*args, ns=None, timeout=180, env=None):
     """Run qemu-colo; (exit status, output)."""
     r = run([sys.executable, TOOL] + [str(a) for a in args], ns=ns,
-            timeout=timeout, check=False)
+            timeout=timeout, check=False, env=env)
     return r.returncode, r.stdout
 
 
@@ -540,18 +541,35 @@ def test_pair(guest, base):
         # secondary resume: a new secondary on alpha, protect again
         r1 = tool("start", path, "--node", "alpha", "--role", "secondary",
                   ns=NS)
+        # protect interrupted once its filters are in place: the guest
+        # goes on, and protect run again finishes the job
+        p0 = tool("protect", path, "--no-progress", ns=NS,
+                  env={"QEMU_COLO_TEST_INTERRUPT": "filters"})
+        rc, st0 = status_json(path)
+        n0 = client.count()
+        cont0 = client.wait_count(n0 + 5, 60)
         p1 = tool("protect", path, "--no-progress", ns=NS)
         rc, st = status_json(path)
         roles = {n["node"]: n["colo_mode"] for n in st.get("nodes", [])}
         n0 = client.count()
         cont = client.wait_count(n0 + 20, 60)
-        tap(r1[0] == 0 and p1[0] == 0 and "disk copied" in p1[1] and
+        beta0 = [n for n in st0.get("nodes", []) if n["node"] == "beta"]
+        tap(r1[0] == 0 and p0[0] == 1 and "disk copied" in p0[1] and
+            "interrupted" in p0[1] and beta0 and
+            beta0[0]["run_state"] == "running" and
+            beta0[0]["replication"] is True and cont0 and
+            p1[0] == 0 and "chardev" not in p1[1] and
+            "disk copied" not in p1[1] and
             roles == {"alpha": "secondary", "beta": "primary"} and cont and
             not client.errors,
             "secondary resume: start --role secondary on alpha, protect "
-            "(disk copied): beta primary, alpha secondary, the client's "
-            "connection goes on",
+            "interrupted after the disk copy and the filters (beta keeps "
+            "serving), protect again completes: beta primary, alpha "
+            "secondary, the client's connection goes on",
             ["start: exit %d: %s" % (r1[0], r1[1].strip()[-300:]),
+             "interrupted protect: exit %d: %s" % (p0[0],
+                                                    p0[1].strip()[-600:]),
+             "beta then: %s" % beta0,
              "protect: exit %d: %s" % (p1[0], p1[1].strip()[-600:]),
              "modes %s; replies %d -> %d, errors %s"
              % (roles, n0, client.count(), client.errors[:2])])

@@ -33,6 +33,14 @@ class OpError(Exception):
     """An operation failed (exit status 1)."""
 
 
+def interruption_point(step):
+    """For the tests: QEMU_COLO_TEST_INTERRUPT=STEP makes a verb stop
+    right after STEP as if interrupted (Ctrl-C), so that running it again
+    can be shown to finish the job."""
+    if os.environ.get("QEMU_COLO_TEST_INTERRUPT") == step:
+        raise KeyboardInterrupt("QEMU_COLO_TEST_INTERRUPT=" + step)
+
+
 class Ctx:
     """What every verb needs: the pair, the binaries, how to talk."""
 
@@ -393,7 +401,9 @@ def _protect(ctx, sts, progress, resync):
     if "replication0" not in nodes:
         if resync:
             resync_disk(ctx, p, s, progress)
+            interruption_point("resync")
     stopped = False
+    added = []          # network objects this run added
     try:
         if p.status == "running":
             pm.cmd("stop")
@@ -412,6 +422,7 @@ def _protect(ctx, sts, progress, resync):
         if not quorum_child_name(p, "replication0"):
             pm.cmd("x-blockdev-change", parent="colo-disk0",
                    node="replication0")
+        interruption_point("replication")
         # 4. the network filters and colo-compare
         objs = p.objects()
         vnet = ({"vnet_hdr_support": True}
@@ -428,9 +439,11 @@ def _protect(ctx, sts, progress, resync):
             if props["id"] not in objs:
                 pm.cmd("object-add", netdev="hn0",
                        **dict(where, **props, **vnet))
+                added.append(props["id"])
         if "iothread1" not in objs:
             pm.cmd("object-add", **{"qom-type": "iothread",
                                     "id": "iothread1"})
+            added.append("iothread1")
         if "comp0" not in objs:
             pm.cmd("object-add", **{"qom-type": "colo-compare",
                                     "id": "comp0",
@@ -438,6 +451,8 @@ def _protect(ctx, sts, progress, resync):
                                     "secondary_in": "compare1",
                                     "outdev": "compare_out0",
                                     "iothread": "iothread1"}, **vnet)
+            added.append("comp0")
+        interruption_point("filters")
         # 5. COLO
         pm.cmd("migrate-set-capabilities",
                capabilities=[{"capability": "x-colo", "state": True}])
@@ -448,12 +463,19 @@ def _protect(ctx, sts, progress, resync):
             pm.cmd("migrate", uri="tcp:%s:%d" % (host(peer),
                                                 ports["migration"]))
     except BaseException:
+        # Not started: the guest goes on serving alone, and without the
+        # filters this run added (colo-compare would hold its output until
+        # a checkpoint that does not come).  The replication child stays:
+        # it only keeps the secondary's disk in step.
         if stopped and pm.cmd("query-migrate").get("status") in (
                 None, "failed", "cancelled", "completed"):
-            try:
-                pm.cmd("cont")
-            except MonitorError:
-                pass
+            for cmd in [("object-del", obj) for obj in
+                        ("comp0", "iothread1", "m0", "redire0", "redire1")
+                        if obj in added] + [("cont", None)]:
+                try:
+                    pm.cmd(cmd[0], **({"id": cmd[1]} if cmd[1] else {}))
+                except MonitorError:
+                    pass
         raise
 
     def both():
