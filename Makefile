@@ -7,6 +7,8 @@
 #   make demo       COLO pair + client, kill the primary, fail over (timeline)
 #   make prepare    (re)prepare build/qemu from the pin + patches/ + overlay
 #   make export-patches         regenerate patches/ from build/qemu's commits
+#   make install    install the programs, qemu-colo and the docs into
+#                   $(DESTDIR)$(PREFIX) (PREFIX=/usr/local)
 #   make clean      remove build/ (the tarball and ccache stay cached)
 
 TOP := $(CURDIR)
@@ -26,7 +28,7 @@ TEST_TARGETS := $(shell sed -e 's/\#.*//' fork/check-suites 2>/dev/null | \
 	     $$1 ~ /^test-/ { print "tests/unit/" $$1 }')
 
 .PHONY: all deps prepare configure build check check-one bench demo \
-	export-patches clean
+	export-patches install clean
 
 all: build
 
@@ -66,6 +68,10 @@ export-patches:
 # Needs root; leaves nothing running.
 demo: build
 	/usr/bin/python3 tests/colo/colo-e2e.py --demo
+
+# PREFIX and DESTDIR as usual; see fork/install.
+install: build
+	@PREFIX="$(or $(PREFIX),/usr/local)" DESTDIR="$(DESTDIR)" fork/install
 
 clean:
 	rm -rf build

@@ -13,6 +13,8 @@ Fast cases, no guest:
     are unauthenticated
   - `qemu-colo start --print`: every listening socket on the node's
     address, never 0.0.0.0
+  - fork/install (make install) into a DESTDIR: the installed QEMU boots
+    the guest's kernel without -L, the installed qemu-colo runs it
 
 One real pair with the test guest (tests/colo/guest), in network
 namespaces the test creates:
@@ -314,6 +316,57 @@ def test_print(ns, base):
             ok &= "nbd-server-start 127.0.0.2:" in out
     tap(ok, "start --print: each role's command line; every listening "
         "socket on the node's address, never 0.0.0.0", diag)
+
+
+def test_install(guest):
+    """make install's script into DESTDIR/PREFIX: the files are there, the
+    installed qemu-colo runs the installed QEMU, which boots the guest's
+    kernel with its option ROMs (pvh.bin) found without -L."""
+    dest = os.path.join(_work, "destdir")
+    prefix = "/opt/colo-ha"
+    root = dest + prefix
+    r = run([os.path.join(TOP, "fork", "install")], check=False,
+            env={"DESTDIR": dest, "PREFIX": prefix})
+    diag = ["fork/install: exit %d: %s" % (r.returncode,
+                                           r.stdout.strip()[-300:])]
+    want = ["bin/qemu-system-x86_64", "bin/qemu-img", "bin/qemu-nbd",
+            "bin/qemu-io", "bin/qemu-colo", "share/qemu/pvh.bin",
+            "share/qemu/linuxboot_dma.bin",
+            "share/qemu-colo/python/qemu/colo/ops.py",
+            "share/qemu-colo/python/qemu/qmp/qmp_client.py",
+            "share/doc/colo-ha-fork/qemu-colo.rst",
+            "share/doc/colo-ha-fork/colo-pair.toml",
+            "share/doc/colo-ha-fork/qemu-colo.txt"]
+    missing = [w for w in want if not os.path.exists(os.path.join(root, w))]
+    diag.append("missing: %s" % missing)
+    d = Desc(os.path.join(_work, "inst")).images()
+    path = d.write()
+    r2 = run([sys.executable, os.path.join(root, "bin", "qemu-colo"),
+              "start", path, "--node", "alpha", "--role", "primary",
+              "--print"], check=False)
+    first = r2.stdout.split(" ", 1)[0]
+    diag.append("installed qemu-colo --print runs %s" % first)
+    # boot the kernel far enough to read the console: PVH needs pvh.bin
+    console = os.path.join(_work, "inst", "console")
+    qemu = subprocess.Popen(
+        [os.path.join(root, "bin", "qemu-system-x86_64"), "-accel", "tcg",
+         "-m", "128", "-display", "none", "-nodefaults", "-no-user-config",
+         "-kernel", guest["kernel"], "-initrd", guest["initrd"],
+         "-append", "console=ttyS0", "-serial", "file:" + console],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        booted = wait_console(console, "Linux version", 60)
+    finally:
+        qemu.kill()
+        out = qemu.communicate(timeout=30)[0]
+    diag.append("installed QEMU: kernel booted %s %s" % (booted,
+                                                        out.strip()[-200:]))
+    tap(r.returncode == 0 and not missing and r2.returncode == 0 and
+        first == os.path.join(root, "bin", "qemu-system-x86_64") and booted,
+        "make install (DESTDIR, PREFIX): programs, option ROMs, qemu-colo "
+        "and its library, docs; the installed QEMU boots without -L and "
+        "the installed qemu-colo uses it", diag)
+    shutil.rmtree(dest, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- real pair
@@ -629,7 +682,7 @@ def on_signal(signum, frame):
 
 def main():
     global _work
-    total = 18
+    total = 19
     print("1..%d" % total, flush=True)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGALRM, on_signal)
@@ -659,6 +712,7 @@ def main():
         r = run([sys.executable, os.path.join(GUEST_DIR, "build-guest"),
                  "--quiet"], timeout=900)
         guest = json.loads(r.stdout)
+        test_install(guest)
         test_pair(guest, base)
     except BaseException as e:
         log("aborted: %s" % e)
