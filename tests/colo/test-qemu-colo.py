@@ -525,22 +525,29 @@ def test_pair(guest, base):
             "start: primary and secondary run; a second start changes "
             "nothing", diag)
 
-        # protect, twice
+        # protect, twice; check on the running pair
+        t = time.monotonic()
         p1 = tool("protect", path, ns=NS)
+        log("protect (64 MiB disk copied, COLO started) took %.1f s"
+            % (time.monotonic() - t))
         p2 = tool("protect", path, ns=NS)
+        c1 = tool("check", path, ns=NS)
         rc, st = status_json(path)
         roles = {n["node"]: (n["role"], n["colo_mode"])
                  for n in st.get("nodes", [])}
         tap(p1[0] == 0 and p2[0] == 0 and "already protected" in p2[1] and
+            c1[0] == 0 and "0 error(s)" in c1[1] and
             st.get("protected") is True and
             roles == {"alpha": ("primary", "primary"),
                       "beta": ("secondary", "secondary")} and
             st["nodes"][0]["replication"] is True,
             "protect: COLO runs (status --json: protected, alpha primary, "
             "beta secondary, replication on); a second protect changes "
-            "nothing",
+            "nothing; check passes on the running pair",
             ["protect: exit %d: %s" % (p1[0], p1[1].strip()[-400:]),
              "again: exit %d: %s" % (p2[0], p2[1].strip()[-200:]),
+             "check of the running pair: exit %d: %s" % (c1[0],
+                                                        c1[1].strip()[-300:]),
              "status: %s" % json.dumps(st)[:600]])
 
         # the guest and a client; status --watch counts checkpoints
@@ -575,7 +582,10 @@ def test_pair(guest, base):
                 if "t-alpha" in open("/proc/%d/cmdline" % p).read()]
         n0 = client.count()
         os.kill(ppid[0], signal.SIGKILL)
+        t = time.monotonic()
         f1 = tool("failover", path, "--node", "beta", ns=NS)
+        log("failover --node beta (secondary failover) took %.2f s"
+            % (time.monotonic() - t))
         f2 = tool("failover", path, "--node", "beta", ns=NS)
         cont = client.wait_count(n0 + 20, 60)
         rc, st = status_json(path)
