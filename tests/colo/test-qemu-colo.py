@@ -24,7 +24,8 @@ namespaces the test creates:
     client's TCP connection goes on
   - the secondary resume: a new secondary on the dead primary's node,
     protect (disk copied); then kill -9 of that secondary and the primary
-    failover; the client's connection goes on throughout
+    failover; then a new secondary and protect again (the resume after
+    a primary failover); the client's connection goes on throughout
   - stop: nothing left running
 
 Runs the tool from the prepared tree (build/qemu/scripts/qemu-colo).
@@ -656,6 +657,29 @@ def test_pair(guest, base):
              "replies %d -> %d, errors %s" % (n0, client.count(),
                                                client.errors[:2]),
              "status: %s" % modes])
+
+        # resume after the primary failover: a new secondary on alpha
+        r1 = tool("start", path, "--node", "alpha", "--role", "secondary",
+                  ns=NS)
+        t = time.monotonic()
+        p1 = tool("protect", path, "--no-progress", ns=NS)
+        log("protect after the primary failover took %.1f s"
+            % (time.monotonic() - t))
+        rc, st = status_json(path)
+        roles = {n["node"]: n["colo_mode"] for n in st.get("nodes", [])}
+        n0 = client.count()
+        cont = client.wait_count(n0 + 20, 60)
+        tap(r1[0] == 0 and p1[0] == 0 and "disk copied" in p1[1] and
+            "chardev" not in p1[1] and st.get("protected") is True and
+            roles == {"alpha": "secondary", "beta": "primary"} and cont and
+            not client.errors,
+            "resume after the primary failover: a new secondary on alpha, "
+            "protect (disk copied, chardevs kept): COLO again, the "
+            "client's connection goes on",
+            ["start: exit %d: %s" % (r1[0], r1[1].strip()[-200:]),
+             "protect: exit %d: %s" % (p1[0], p1[1].strip()[-400:]),
+             "modes %s; replies %d -> %d, errors %s"
+             % (roles, n0, client.count(), client.errors[:2])])
         client.stop.set()
         client.join(30)
 
@@ -692,7 +716,7 @@ def on_signal(signum, frame):
 
 def main():
     global _work
-    total = 19
+    total = 20
     print("1..%d" % total, flush=True)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGALRM, on_signal)
