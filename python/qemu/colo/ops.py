@@ -505,6 +505,8 @@ def resync_disk(ctx, p, s, progress):
         ctx.say("%s: copying the disk to %s" % (p.node.name, s.node.name))
     bar = Progress(progress)
     errors = []
+    t0 = time.monotonic()
+    total = [0]
 
     def ready():
         for ev in pm.drain_events():
@@ -516,6 +518,7 @@ def resync_disk(ctx, p, s, progress):
         if job is None:
             return "gone"
         bar.update(job["offset"], job["len"])
+        total[0] = job["len"]
         return job["ready"]
     try:
         r = wait_until("%s: disk resync" % p.node.name, ready, 3600,
@@ -529,7 +532,10 @@ def resync_disk(ctx, p, s, progress):
                       % (p.node.name, s.node.name,
                          errors[0] if errors else "job vanished",
                          p.node.name, ctx.pair.path))
-    ctx.say("%s: disk copied" % p.node.name)
+    dt = time.monotonic() - t0
+    ctx.say("%s: disk copied (%.0f MiB in %.1f s, %.1f MiB/s)"
+            % (p.node.name, total[0] / (1 << 20), dt,
+               total[0] / (1 << 20) / max(dt, 1e-3)))
 
 
 # ------------------------------------------------------------ failover
