@@ -578,7 +578,9 @@ def test_pair(guest, base):
              % (rc, len(rounds), cps, fields_ok),
              out.strip()[-300:]])
 
-        # kill -9 of the primary, failover of the secondary, twice
+        # failover refused while the primary lives; then kill -9 of the
+        # primary and failover of the secondary, twice
+        f0 = tool("failover", path, "--node", "beta", ns=NS)
         ppid = [p for p in pids_of(d)
                 if "t-alpha" in open("/proc/%d/cmdline" % p).read()]
         n0 = client.count()
@@ -591,12 +593,15 @@ def test_pair(guest, base):
         cont = client.wait_count(n0 + 20, 60)
         rc, st = status_json(path)
         roles = {n["node"]: n["role"] for n in st.get("nodes", [])}
-        tap(f1[0] == 0 and f2[0] == 0 and cont and not client.errors and
+        tap(f0[0] == 1 and "alpha is alive and in COLO" in f0[1] and
+            f1[0] == 0 and f2[0] == 0 and cont and not client.errors and
             roles == {"alpha": "stopped", "beta": "serving"} and
             "f1" not in f2[1],
-            "kill -9 of the primary, failover --node beta: the client's "
-            "connection goes on; a second failover changes nothing",
-            ["failover: exit %d: %s" % (f1[0], f1[1].strip()),
+            "failover refused while the primary lives; kill -9 of the "
+            "primary, failover --node beta: the client's connection goes "
+            "on; a second failover changes nothing",
+            ["while alpha lives: exit %d: %s" % (f0[0], f0[1].strip()),
+             "failover: exit %d: %s" % (f1[0], f1[1].strip()),
              "again: exit %d: %s" % (f2[0], f2[1].strip()),
              "replies %d -> %d, errors %s" % (n0, client.count(),
                                                client.errors[:2]),
