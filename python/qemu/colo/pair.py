@@ -398,7 +398,8 @@ def load(path):
 # ------------------------------------------------------------ command lines
 
 def _host(addr):
-    return "[%s]" % addr if ":" in addr else addr
+    """An address as the host= of a QEMU option (IPv6 without brackets)."""
+    return addr
 
 
 def qemu_binary(pair, default):
