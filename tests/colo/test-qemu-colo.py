@@ -296,6 +296,7 @@ def test_print(ns, base):
     path = d.write()
     diag = []
     ok = True
+    lines = {}
     for node, role in (("alpha", "primary"), ("beta", "secondary")):
         rc, out = tool("start", path, "--node", node, "--role", role,
                        "--print", ns=ns)
@@ -309,14 +310,50 @@ def test_print(ns, base):
             order = [out.find(x) for x in ("id=m0,", "id=redire0,",
                                            "id=redire1,", "colo-compare")]
             ok &= order == sorted(order) and -1 not in order
-            ok &= out.rstrip().endswith("-S")
+            ok &= out.rstrip().endswith("-S") and "qemu-img" not in out
         else:
             ok &= "host=127.0.0.1,port=%d,reconnect-ms" % (
                 base + sorted(pairmod.PORT_KEYS).index("mirror")) in out
             ok &= "-incoming defer" in out and "rew0" in out
+            ok &= out.count("qemu-img create -q -f qcow2") == 2
             ok &= "nbd-server-start 127.0.0.2:" in out
+        lines[node] = "\n".join(x for x in out.splitlines()
+                                if not x.startswith("#"))
+    # the printed lines start QEMUs that qemu-colo recognises
+    procs = [subprocess.Popen(["ip", "netns", "exec", ns, "sh", "-c",
+                               lines[n]], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+             for n in ("alpha", "beta")]
+    try:
+        deadline = time.monotonic() + 60
+        roles = {}
+        while time.monotonic() < deadline:
+            rc, out = tool("status", path, "--json", ns=ns)
+            try:
+                st = json.loads(out.strip().splitlines()[-1])
+                roles = {n["node"]: (n["role"], n["run_state"])
+                         for n in st["nodes"]}
+            except (ValueError, IndexError, KeyError):
+                pass
+            if all(r[0] != "stopped" for r in roles.values()) or \
+                    any(p.poll() is not None for p in procs):
+                break
+            threading.Event().wait(0.3)
+        diag.append("started from the printed lines: %s" % roles)
+        ok &= roles == {"alpha": ("serving", "prelaunch"),
+                        "beta": ("secondary", "inmigrate")}
+        rc, out = tool("stop", path, ns=ns)
+        ok &= rc == 0
+        for p in procs:
+            p.wait(30)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
     tap(ok, "start --print: each role's command line; every listening "
-        "socket on the node's address, never 0.0.0.0", diag)
+        "socket on the node's address, never 0.0.0.0; the printed lines "
+        "start QEMUs qemu-colo recognises", diag)
 
 
 def test_install(guest):

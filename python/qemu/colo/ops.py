@@ -208,6 +208,12 @@ def secondary_setup(ctx, st):
 def start(ctx, node, role, print_only=False):
     cmd = command_line(node, role, ctx.qemu)
     if print_only:
+        if role == "secondary":
+            # the fresh scratch images start creates
+            for img in (node.active, node.hidden):
+                print(shell_line([ctx.qemu_img, "create", "-q", "-f",
+                                  "qcow2", img,
+                                  str(node.guest.disk_bytes)]))
         print(shell_line(cmd))
         if role == "secondary":
             print("# then, over QMP (%s): migrate-set-capabilities x-colo; "
