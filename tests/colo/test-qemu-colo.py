@@ -240,6 +240,16 @@ def test_checks(ns, base):
         run(["ip", "tuntap", "add", "dev", node["tap"], "mode", "tap"],
             ns=ns)
     check_case("good", good, "unauthenticated", ns, expect=0)
+    rc, out = tool("check", good.write("good.toml"), "--json", ns=ns)
+    try:
+        j = json.loads(out)
+        jok = (rc == 0 and j["ok"] is True and
+               [f["level"] for f in j["findings"]] == ["warning"] and
+               set(j["findings"][0]) == {"level", "where", "what", "fix"})
+    except (ValueError, KeyError, IndexError):
+        jok = False
+    tap(jok, "check --json: ok and the findings' documented fields",
+        ["exit %d: %s" % (rc, out.strip()[-300:])])
 
     d = Desc(os.path.join(root, "sizes"), base_port=base)
     d.images(("64M", "32M"))
@@ -758,7 +768,7 @@ def on_signal(signum, frame):
 
 def main():
     global _work
-    total = 20
+    total = 21
     print("1..%d" % total, flush=True)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGALRM, on_signal)
