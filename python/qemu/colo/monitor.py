@@ -78,8 +78,8 @@ class Monitor:
         return command in self._schema
 
     def drain_events(self):
-        """The events received so far (and forget them)."""
-        self._run(asyncio.sleep(0), 1)
+        """The events received so far, while a command or wait_events()
+        ran the connection (and forget them)."""
         return self.events.clear()
 
     def wait_events(self, timeout):

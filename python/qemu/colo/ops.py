@@ -515,12 +515,12 @@ def resync_disk(ctx, p, s, progress):
     total = [0]
 
     def ready():
+        job = p.jobs().get("resync")    # this also reads pending events
         for ev in pm.drain_events():
             if ev["event"] in ("BLOCK_JOB_COMPLETED",
                                "BLOCK_JOB_CANCELLED") and \
                     ev["data"].get("device") == "resync":
                 errors.append(ev["data"].get("error", ev["event"]))
-        job = p.jobs().get("resync")
         if job is None:
             return "gone"
         bar.update(job["offset"], job["len"])
