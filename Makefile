@@ -7,7 +7,9 @@
 #   make demo       COLO pair + client, kill the primary, fail over (timeline)
 #   make prepare    (re)prepare build/qemu from the pin + patches/ + overlay
 #   make export-patches         regenerate patches/ from build/qemu's commits
-#   make install    install the fork's extras (fork/install; DESTDIR honoured)
+#   make install    install the programs, qemu-colo and the docs into
+#                   $(DESTDIR)$(PREFIX) (PREFIX=/usr/local), the OCF
+#                   agents into $(DESTDIR)/usr/lib/ocf
 #   make clean      remove build/ (the tarball and ccache stay cached)
 
 TOP := $(CURDIR)
@@ -62,15 +64,16 @@ bench: build
 export-patches:
 	@fork/export-patches
 
-# The Pacemaker resource agents (and whatever else fork/install lists).
-install: build
-	@fork/install
-
 # A COLO pair with the test guest and a client in network namespaces: COLO up,
 # checkpoints, primary killed, failover, client continues, disk verified.
 # Needs root; leaves nothing running.
 demo: build
 	/usr/bin/python3 tests/colo/colo-e2e.py --demo
+
+# The programs, qemu-colo, the docs and the Pacemaker agents; PREFIX and
+# DESTDIR as usual; see fork/install.
+install: build
+	@PREFIX="$(or $(PREFIX),/usr/local)" DESTDIR="$(DESTDIR)" fork/install
 
 clean:
 	rm -rf build

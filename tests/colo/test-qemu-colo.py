@@ -1,0 +1,819 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Tests of qemu-colo (scripts/qemu-colo, python/qemu/colo), TAP output.
+
+Fast cases, no guest:
+  - the description parser (docs/system/colo-pair.toml parses; sizes,
+    unknown keys, defaults)
+  - `qemu-colo check` on broken descriptions: exit status 2 and the
+    sentence naming each problem (mismatched disk sizes, virtio-net
+    without vnet_hdr_support, vnet_hdr_support with e1000, different MACs,
+    different guest options, a port in use, a missing image, an
+    unreachable node); a good description passes and says the channels
+    are unauthenticated
+  - `qemu-colo start --print`: every listening socket on the node's
+    address, never 0.0.0.0
+  - fork/install (make install) into a DESTDIR: the installed QEMU boots
+    the guest's kernel without -L, the installed qemu-colo runs it
+
+One real pair with the test guest (tests/colo/guest), in network
+namespaces the test creates:
+  - start (twice: the second changes nothing), protect (twice), status
+    --json and --watch (checkpoints counted)
+  - kill -9 of the primary, failover of the secondary (twice), the
+    client's TCP connection goes on
+  - the secondary resume: a new secondary on the dead primary's node,
+    protect (disk copied); then kill -9 of that secondary and the primary
+    failover; then a new secondary and protect again (the resume after
+    a primary failover); the client's connection goes on throughout
+  - stop: nothing left running
+
+Runs the tool from the prepared tree (build/qemu/scripts/qemu-colo).
+Needs root for the real pair (skipped otherwise).
+"""
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(TOP, "build", "qemu", "python"))
+from qemu.colo import pair as pairmod  # noqa: E402
+
+BUILD = os.path.join(TOP, "build", "qemu", "build")
+TOOL = os.path.join(TOP, "build", "qemu", "scripts", "qemu-colo")
+QEMU_IMG = os.path.join(BUILD, "qemu-img")
+GUEST_DIR = os.path.join(TOP, "tests", "colo", "guest")
+EXAMPLE = os.path.join(TOP, "docs", "system", "colo-pair.toml")
+TAG = str(os.getpid())
+NS = "qc-h-" + TAG           # QEMUs, bridge, taps, COLO link (lo)
+NS_CLIENT = "qc-c-" + TAG
+GUEST_IP = "192.168.78.10"
+CLIENT_IP = "192.168.78.2"
+MAC = "52:54:00:78:00:10"
+GLOBAL_TIMEOUT = 300
+
+_n = 0
+_results = []
+_netns = []
+_work = None
+
+
+def tap(ok, name, diag=()):
+    global _n
+    _n += 1
+    _results.append(bool(ok))
+    print("%s %d - %s" % ("ok" if ok else "not ok", _n, name), flush=True)
+    for d in diag:
+        for line in str(d).splitlines():
+            print("# " + line, flush=True)
+
+
+def log(msg):
+    print("# " + msg, flush=True)
+
+
+def run(cmd, ns=None, timeout=120, check=True, env=None):
+    if ns:
+        cmd = ["ip", "netns", "exec", ns] + cmd
+    return subprocess.run(cmd, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout, check=check,
+                          env=dict(os.environ, **(env or {})))
+
+
+def tool(*args, ns=None, timeout=180, env=None):
+    """Run qemu-colo; (exit status, output)."""
+    r = run([sys.executable, TOOL] + [str(a) for a in args], ns=ns,
+            timeout=timeout, check=False, env=env)
+    return r.returncode, r.stdout
+
+
+# ---------------------------------------------------------------- descriptions
+
+def toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return json.dumps(v)
+
+
+def write_pair(path, guest, nodes, colo=None, ports=None):
+    lines = ["[guest]"] + ["%s = %s" % (k, toml_value(v))
+                           for k, v in guest.items()]
+    for name, table in (("colo", colo), ("ports", ports)):
+        if table:
+            lines += ["", "[%s]" % name] + ["%s = %s" % (k, toml_value(v))
+                                            for k, v in table.items()]
+    for name, node in nodes.items():
+        lines += ["", "[nodes.%s]" % name] + [
+            "%s = %s" % (k, toml_value(v)) for k, v in node.items()]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+class Desc:
+    """A description of a pair on this host (alpha 127.0.0.1, beta
+    127.0.0.2) in directory @d, with its images."""
+
+    def __init__(self, d, guest_extra=None, base_port=None):
+        self.d = d
+        os.makedirs(d, exist_ok=True)
+        self.guest = {"name": "t", "memory": "128M", "vcpus": 1,
+                      "accel": "tcg", "cpu": "qemu64", "disk_size": "64M",
+                      "nic_model": "virtio-net-pci",
+                      "nic_options": "romfile=", "mac": MAC}
+        self.guest.update(guest_extra or {})
+        self.nodes = {}
+        for name, addr, tapdev in (("alpha", "127.0.0.1", "qta" + TAG),
+                                   ("beta", "127.0.0.2", "qtb" + TAG)):
+            self.nodes[name] = {
+                "address": addr,
+                "monitor": os.path.join(d, name + ".qmp"),
+                "tap": tapdev,
+                "disk": os.path.join(d, name + ".qcow2")}
+        self.colo = {}
+        self.ports = {}
+        if base_port:
+            self.ports = {k: base_port + i for i, k in
+                          enumerate(sorted(pairmod.PORT_KEYS))}
+
+    def images(self, sizes=("64M", "64M")):
+        for (name, node), size in zip(self.nodes.items(), sizes):
+            run([QEMU_IMG, "create", "-q", "-f", "qcow2", node["disk"],
+                 size])
+        return self
+
+    def write(self, name="pair.toml"):
+        return write_pair(os.path.join(self.d, name), self.guest,
+                          self.nodes, self.colo, self.ports)
+
+
+def free_port_base(n=6):
+    """A base port with @n free ports above it on 127.0.0.1/127.0.0.2."""
+    for base in range(20000 + (os.getpid() % 200) * 50, 60000, 50):
+        ok = True
+        for p in range(base, base + n):
+            for addr in ("127.0.0.1", "127.0.0.2"):
+                with socket.socket() as s:
+                    try:
+                        s.bind((addr, p))
+                    except OSError:
+                        ok = False
+        if ok:
+            return base
+    raise RuntimeError("no free ports")
+
+
+def test_parser():
+    diag = []
+    p = pairmod.load(EXAMPLE)
+    errs = [str(f) for f in p.errors()]
+    diag.append("example: errors %s" % errs)
+    ok = (not errs and p.guest.vnet_hdr_support is True and
+          p.guest.disk_bytes == 20 << 30 and
+          p.ports["migration"] == 9998 and
+          sorted(p.nodes) == ["alpha", "beta"] and
+          p.node("alpha").peer.name == "beta" and
+          any("unauthenticated" in str(f) for f in p.findings))
+    ok &= pairmod.parse_size("64M") == 64 << 20
+    ok &= pairmod.parse_size("1G") == 1 << 30
+    ok &= pairmod.parse_size("4096") == 4096
+    ok &= pairmod.parse_size("lots") is None
+    d = Desc(os.path.join(_work, "parse"))
+    d.guest["nic_model"] = "e1000"
+    d.guest["colour"] = "blue"
+    path = d.write()
+    p = pairmod.load(path)
+    msgs = [str(f) for f in p.errors()]
+    diag.append("e1000 + unknown key: %s" % msgs)
+    ok &= p.guest.vnet_hdr_support is False
+    ok &= any("unknown key 'colour'" in m for m in msgs)
+    try:
+        pairmod.Pair("x", {"guest": {}, "nodes": {"a": {}}})
+        ok = False
+    except pairmod.DescriptionError as e:
+        diag.append("one node: %s" % e)
+        ok &= "exactly two nodes" in str(e)
+    tap(ok, "description parser: the annotated example, sizes, defaults, "
+        "unknown keys, node count", diag)
+
+
+def check_case(name, desc, sentence, ns, expect=2, setup=None):
+    path = desc.write(name + ".toml")
+    holder = setup() if setup else None
+    try:
+        rc, out = tool("check", path, ns=ns)
+    finally:
+        if holder:
+            holder.close()
+    ok = rc == expect and sentence in out
+    tap(ok, "check %s: exit %d and \"%s\"" % (name, expect, sentence),
+        ["exit %d" % rc] + out.strip().splitlines()[-6:])
+
+
+def test_checks(ns, base):
+    root = os.path.join(_work, "check")
+
+    def desc(sub, **guest):
+        d = Desc(os.path.join(root, sub), guest, base_port=base)
+        d.images()
+        return d
+
+    good = desc("good")
+    # the tap does not exist in this namespace: make it
+    for node in good.nodes.values():
+        run(["ip", "tuntap", "add", "dev", node["tap"], "mode", "tap"],
+            ns=ns)
+    check_case("good", good, "unauthenticated", ns, expect=0)
+    rc, out = tool("check", good.write("good.toml"), "--json", ns=ns)
+    try:
+        j = json.loads(out)
+        jok = (rc == 0 and j["ok"] is True and
+               [f["level"] for f in j["findings"]] == ["warning"] and
+               set(j["findings"][0]) == {"level", "where", "what", "fix"})
+    except (ValueError, KeyError, IndexError):
+        jok = False
+    tap(jok, "check --json: ok and the findings' documented fields",
+        ["exit %d: %s" % (rc, out.strip()[-300:])])
+
+    d = Desc(os.path.join(root, "sizes"), base_port=base)
+    d.images(("64M", "32M"))
+    check_case("disk-sizes", d, "mismatched disk sizes", ns)
+    check_case("virtio-no-vnet", desc("vnet1", vnet_hdr_support=False),
+               "has vnet_hdr_support = false", ns)
+    check_case("e1000-vnet", desc("vnet2", nic_model="e1000",
+                                  vnet_hdr_support=True),
+               "vnet_hdr_support = true with a e1000 NIC", ns)
+    d = desc("mac")
+    d.nodes["beta"]["mac"] = "52:54:00:78:00:11"
+    check_case("macs", d, "different MACs on the two sides", ns)
+    d = desc("mem")
+    d.nodes["beta"]["memory"] = "256M"
+    check_case("guest-options", d, "the two sides differ in memory", ns)
+    d = desc("port")
+    port = base + sorted(pairmod.PORT_KEYS).index("nbd")
+
+    def listen():
+        # the tool runs in namespace ns: listen there, from a helper
+        return Listener(ns, "127.0.0.2", port)
+    check_case("port-in-use", d, "port %d (nbd) on 127.0.0.2 is in use"
+               % port, ns, setup=listen)
+    d = desc("missing")
+    os.unlink(d.nodes["beta"]["disk"])
+    check_case("image-missing", d, "image %s is missing"
+               % d.nodes["beta"]["disk"], ns)
+    d = desc("unreachable")
+    d.nodes["beta"]["address"] = "192.0.2.1"     # TEST-NET-1, no route
+    check_case("unreachable", d, "node beta (192.0.2.1) is not reachable",
+               ns)
+
+
+class Listener:
+    """A TCP listener in namespace @ns (a child process), until close()."""
+
+    def __init__(self, ns, addr, port):
+        code = ("import socket,sys\ns=socket.socket()\n"
+                "s.bind((%r,%d))\ns.listen()\nprint('up',flush=True)\n"
+                "sys.stdin.read()\n" % (addr, port))
+        self.p = subprocess.Popen(["ip", "netns", "exec", ns,
+                                   sys.executable, "-c", code],
+                                  stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        self.p.stdout.readline()
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait(10)
+
+
+def test_print(ns, base):
+    d = Desc(os.path.join(_work, "print"), base_port=base).images()
+    path = d.write()
+    diag = []
+    ok = True
+    lines = {}
+    for node, role in (("alpha", "primary"), ("beta", "secondary")):
+        rc, out = tool("start", path, "--node", node, "--role", role,
+                       "--print", ns=ns)
+        addr = d.nodes[node]["address"]
+        diag.append("%s: exit %d, %d chars" % (role, rc, len(out)))
+        ok &= rc == 0 and "0.0.0.0" not in out
+        if role == "primary":
+            ok &= out.count("host=%s," % addr) == 6
+            ok &= ("filter-mirror,id=m0,netdev=hn0,queue=tx,outdev=mirror0,"
+                   "vnet_hdr_support=on" in out)
+            order = [out.find(x) for x in ("id=m0,", "id=redire0,",
+                                           "id=redire1,", "colo-compare")]
+            ok &= order == sorted(order) and -1 not in order
+            ok &= out.rstrip().endswith("-S") and "qemu-img" not in out
+        else:
+            ok &= "host=127.0.0.1,port=%d,reconnect-ms" % (
+                base + sorted(pairmod.PORT_KEYS).index("mirror")) in out
+            ok &= "-incoming defer" in out and "rew0" in out
+            ok &= out.count("qemu-img create -q -f qcow2") == 2
+            ok &= "nbd-server-start 127.0.0.2:" in out
+        lines[node] = "\n".join(x for x in out.splitlines()
+                                if not x.startswith("#"))
+    # the printed lines start QEMUs that qemu-colo recognises
+    procs = [subprocess.Popen(["ip", "netns", "exec", ns, "sh", "-c",
+                               lines[n]], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+             for n in ("alpha", "beta")]
+    try:
+        deadline = time.monotonic() + 60
+        roles = {}
+        while time.monotonic() < deadline:
+            rc, out = tool("status", path, "--json", ns=ns)
+            try:
+                st = json.loads(out.strip().splitlines()[-1])
+                roles = {n["node"]: (n["role"], n["run_state"])
+                         for n in st["nodes"]}
+            except (ValueError, IndexError, KeyError):
+                pass
+            if all(r[0] != "stopped" for r in roles.values()) or \
+                    any(p.poll() is not None for p in procs):
+                break
+            threading.Event().wait(0.3)
+        diag.append("started from the printed lines: %s" % roles)
+        ok &= roles == {"alpha": ("serving", "prelaunch"),
+                        "beta": ("secondary", "inmigrate")}
+        rc, out = tool("stop", path, ns=ns)
+        ok &= rc == 0
+        for p in procs:
+            p.wait(30)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+    tap(ok, "start --print: each role's command line; every listening "
+        "socket on the node's address, never 0.0.0.0; the printed lines "
+        "start QEMUs qemu-colo recognises", diag)
+
+
+def test_install(guest):
+    """make install's script into DESTDIR/PREFIX: the files are there, the
+    installed qemu-colo runs the installed QEMU, which boots the guest's
+    kernel with its option ROMs (pvh.bin) found without -L."""
+    dest = os.path.join(_work, "destdir")
+    prefix = "/opt/colo-ha"
+    root = dest + prefix
+    r = run([os.path.join(TOP, "fork", "install")], check=False,
+            env={"DESTDIR": dest, "PREFIX": prefix})
+    diag = ["fork/install: exit %d: %s" % (r.returncode,
+                                           r.stdout.strip()[-300:])]
+    want = ["bin/qemu-system-x86_64", "bin/qemu-img", "bin/qemu-nbd",
+            "bin/qemu-io", "bin/qemu-colo", "share/qemu/pvh.bin",
+            "share/qemu/linuxboot_dma.bin",
+            "share/qemu-colo/python/qemu/colo/ops.py",
+            "share/qemu-colo/python/qemu/qmp/qmp_client.py",
+            "share/doc/colo-ha-fork/qemu-colo.rst",
+            "share/doc/colo-ha-fork/colo-pair.toml",
+            "share/doc/colo-ha-fork/qemu-colo.txt"]
+    missing = [w for w in want if not os.path.exists(os.path.join(root, w))]
+    diag.append("missing: %s" % missing)
+    d = Desc(os.path.join(_work, "inst")).images()
+    path = d.write()
+    r2 = run([sys.executable, os.path.join(root, "bin", "qemu-colo"),
+              "start", path, "--node", "alpha", "--role", "primary",
+              "--print"], check=False)
+    first = r2.stdout.split(" ", 1)[0]
+    diag.append("installed qemu-colo --print runs %s" % first)
+    # boot the kernel far enough to read the console: PVH needs pvh.bin
+    console = os.path.join(_work, "inst", "console")
+    qemu = subprocess.Popen(
+        [os.path.join(root, "bin", "qemu-system-x86_64"), "-accel", "tcg",
+         "-m", "128", "-display", "none", "-nodefaults", "-no-user-config",
+         "-kernel", guest["kernel"], "-initrd", guest["initrd"],
+         "-append", "console=ttyS0", "-serial", "file:" + console],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        booted = wait_console(console, "Linux version", 60)
+    finally:
+        qemu.kill()
+        out = qemu.communicate(timeout=30)[0]
+    diag.append("installed QEMU: kernel booted %s %s" % (booted,
+                                                        out.strip()[-200:]))
+    tap(r.returncode == 0 and not missing and r2.returncode == 0 and
+        first == os.path.join(root, "bin", "qemu-system-x86_64") and booted,
+        "make install (DESTDIR, PREFIX): programs, option ROMs, qemu-colo "
+        "and its library, docs; the installed QEMU boots without -L and "
+        "the installed qemu-colo uses it", diag)
+    shutil.rmtree(dest, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- real pair
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def enter_netns(ns):
+    fd = os.open("/run/netns/" + ns, os.O_RDONLY)
+    try:
+        if libc.setns(fd, 0x40000000) != 0:
+            raise OSError(ctypes.get_errno(), "setns " + ns)
+    finally:
+        os.close(fd)
+
+
+class Client(threading.Thread):
+    """One TCP connection to the guest's port 7777, a PING every 50 ms."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.replies = []
+        self.errors = []
+        self.lock = threading.Lock()
+
+    def run(self):
+        enter_netns(NS_CLIENT)
+        deadline = time.monotonic() + 60
+        sock = None
+        while sock is None:
+            try:
+                sock = socket.create_connection((GUEST_IP, 7777), timeout=2)
+            except OSError as e:
+                if time.monotonic() > deadline:
+                    self.errors.append("connect: %s" % e)
+                    return
+                self.stop.wait(0.5)
+        sock.settimeout(40)
+        f = sock.makefile("rw")
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            try:
+                f.write("PING %d\n" % i)
+                f.flush()
+                line = f.readline().strip()
+            except OSError as e:
+                self.errors.append("PING %d: %s" % (i, e))
+                return
+            w = line.split()
+            if w[:1] != ["PONG"] or w[2:] != [str(i)] or w[1] != str(i):
+                self.errors.append("PING %d got %r" % (i, line))
+                return
+            with self.lock:
+                self.replies.append(time.monotonic())
+            self.stop.wait(0.05)
+        sock.close()
+
+    def count(self):
+        with self.lock:
+            return len(self.replies)
+
+    def wait_count(self, n, timeout):
+        deadline = time.monotonic() + timeout
+        while self.count() < n and not self.errors and self.is_alive():
+            if time.monotonic() > deadline:
+                break
+            self.stop.wait(0.1)
+        return self.count() >= n
+
+
+def setup_network(taps):
+    for ns in (NS, NS_CLIENT):
+        run(["ip", "netns", "add", ns])
+        _netns.append(ns)
+        run(["ip", "link", "set", "lo", "up"], ns=ns)
+    br = "qbr" + TAG
+    run(["ip", "link", "add", br, "type", "bridge"], ns=NS)
+    run(["ip", "link", "set", br, "type", "bridge", "stp_state", "0",
+         "forward_delay", "0"], ns=NS)
+    run(["ip", "link", "set", br, "up"], ns=NS)
+    for t in taps:
+        run(["ip", "tuntap", "add", "dev", t, "mode", "tap"], ns=NS)
+        run(["ip", "link", "set", t, "master", br], ns=NS)
+        run(["ip", "link", "set", t, "up"], ns=NS)
+    vb, vc = "qvb" + TAG, "qvc" + TAG
+    run(["ip", "link", "add", vb, "type", "veth", "peer", "name", vc],
+        ns=NS)
+    run(["ip", "link", "set", vc, "netns", NS_CLIENT], ns=NS)
+    run(["ip", "link", "set", vb, "master", br], ns=NS)
+    run(["ip", "link", "set", vb, "up"], ns=NS)
+    run(["ip", "addr", "add", CLIENT_IP + "/24", "dev", vc], ns=NS_CLIENT)
+    run(["ip", "link", "set", vc, "up"], ns=NS_CLIENT)
+
+
+def pids_of(d):
+    """The QEMUs of description @d still running (from their pid files)."""
+    out = []
+    for name, node in d.nodes.items():
+        pidfile = os.path.join(d.d, "%s-%s.pid" % (d.guest["name"], name))
+        try:
+            pid = int(open(pidfile).read())
+            if os.path.exists("/proc/%d" % pid):
+                out.append(pid)
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def wait_console(path, marker, timeout):
+    deadline = time.monotonic() + timeout
+    ev = threading.Event()
+    while time.monotonic() < deadline:
+        try:
+            with open(path, errors="replace") as f:
+                if marker in f.read():
+                    return True
+        except OSError:
+            pass
+        ev.wait(0.3)
+    return False
+
+
+def status_json(path):
+    rc, out = tool("status", path, "--json", ns=NS)
+    try:
+        return rc, json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return rc, {"raw": out}
+
+
+def test_pair(guest, base):
+    d = Desc(os.path.join(_work, "pair"), {
+        "kernel": guest["kernel"], "initrd": guest["initrd"],
+        "append": guest["append"] + " colo_ip=%s/24" % GUEST_IP},
+        base_port=base)
+    d.nodes["alpha"]["tap"] = "qta" + TAG
+    d.nodes["beta"]["tap"] = "qtb" + TAG
+    d.images()
+    path = d.write()
+    client = None
+    try:
+        # start, twice
+        diag = []
+        r1 = tool("start", path, "--node", "alpha", "--role", "primary",
+                  ns=NS)
+        r2 = tool("start", path, "--node", "beta", "--role", "secondary",
+                  ns=NS)
+        r3 = tool("start", path, "--node", "beta", "--role", "secondary",
+                  ns=NS)
+        for r in (r1, r2, r3):
+            diag += ["exit %d: %s" % (r[0], r[1].strip()[-300:])]
+        tap(r1[0] == r2[0] == r3[0] == 0 and "already runs" in r3[1] and
+            len(pids_of(d)) == 2,
+            "start: primary and secondary run; a second start changes "
+            "nothing", diag)
+
+        # protect, twice; check on the running pair
+        t = time.monotonic()
+        p1 = tool("protect", path, ns=NS)
+        log("protect (64 MiB disk copied, COLO started) took %.1f s"
+            % (time.monotonic() - t))
+        p2 = tool("protect", path, ns=NS)
+        c1 = tool("check", path, ns=NS)
+        rc, st = status_json(path)
+        roles = {n["node"]: (n["role"], n["colo_mode"])
+                 for n in st.get("nodes", [])}
+        tap(p1[0] == 0 and p2[0] == 0 and "already protected" in p2[1] and
+            c1[0] == 0 and "0 error(s)" in c1[1] and
+            st.get("protected") is True and
+            roles == {"alpha": ("primary", "primary"),
+                      "beta": ("secondary", "secondary")} and
+            st["nodes"][0]["replication"] is True,
+            "protect: COLO runs (status --json: protected, alpha primary, "
+            "beta secondary, replication on); a second protect changes "
+            "nothing; check passes on the running pair",
+            ["protect: exit %d: %s" % (p1[0], p1[1].strip()[-400:]),
+             "again: exit %d: %s" % (p2[0], p2[1].strip()[-200:]),
+             "check of the running pair: exit %d: %s" % (c1[0],
+                                                        c1[1].strip()[-300:]),
+             "status: %s" % json.dumps(st)[:600]])
+
+        # the guest and a client; status --watch counts checkpoints
+        console = os.path.join(d.d, "t-alpha.console")
+        ready = wait_console(console, "COLO-GUEST-READY", 90)
+        client = Client()
+        client.start()
+        got = ready and client.wait_count(10, 60)
+        rc, out = tool("status", path, "--watch", "--for", "4", "--json",
+                       ns=NS)
+        rounds = [json.loads(x) for x in out.splitlines()
+                  if x.startswith("{")]
+        cps = rounds[-1]["nodes"][0].get("checkpoints", 0) if rounds else 0
+        fields = {"node", "address", "monitor", "running", "pid", "role",
+                  "run_state", "colo_mode", "colo_last_mode",
+                  "colo_reason", "replication", "resync", "heartbeat",
+                  "checkpoints", "last_pause_ms"}
+        fields_ok = rounds and all(set(n) == fields
+                                   for r in rounds for n in r["nodes"])
+        tap(got and rc == 0 and len(rounds) >= 3 and cps >= 1 and
+            fields_ok and not client.errors,
+            "guest serves the client under COLO; status --watch counts "
+            "checkpoints and has its documented fields",
+            ["guest ready %s, replies %d, errors %s" % (ready, client.count(),
+                                                        client.errors[:2]),
+             "watch: exit %d, %d rounds, checkpoints %d, fields ok %s"
+             % (rc, len(rounds), cps, fields_ok),
+             out.strip()[-300:]])
+
+        # failover refused while the primary lives; then kill -9 of the
+        # primary and failover of the secondary, twice
+        f0 = tool("failover", path, "--node", "beta", ns=NS)
+        ppid = [p for p in pids_of(d)
+                if "t-alpha" in open("/proc/%d/cmdline" % p).read()]
+        n0 = client.count()
+        os.kill(ppid[0], signal.SIGKILL)
+        t = time.monotonic()
+        f1 = tool("failover", path, "--node", "beta", ns=NS)
+        log("failover --node beta (secondary failover) took %.2f s"
+            % (time.monotonic() - t))
+        f2 = tool("failover", path, "--node", "beta", ns=NS)
+        cont = client.wait_count(n0 + 20, 60)
+        rc, st = status_json(path)
+        roles = {n["node"]: n["role"] for n in st.get("nodes", [])}
+        tap(f0[0] == 1 and "alpha is alive and in COLO" in f0[1] and
+            f1[0] == 0 and f2[0] == 0 and cont and not client.errors and
+            roles == {"alpha": "stopped", "beta": "serving"} and
+            "f1" not in f2[1],
+            "failover refused while the primary lives; kill -9 of the "
+            "primary, failover --node beta: the client's connection goes "
+            "on; a second failover changes nothing",
+            ["while alpha lives: exit %d: %s" % (f0[0], f0[1].strip()),
+             "failover: exit %d: %s" % (f1[0], f1[1].strip()),
+             "again: exit %d: %s" % (f2[0], f2[1].strip()),
+             "replies %d -> %d, errors %s" % (n0, client.count(),
+                                               client.errors[:2]),
+             "status: roles %s, next: %s" % (roles, st.get("next"))])
+
+        # secondary resume: a new secondary on alpha, protect again
+        r1 = tool("start", path, "--node", "alpha", "--role", "secondary",
+                  ns=NS)
+        # protect interrupted once its filters are in place: the guest
+        # goes on, and protect run again finishes the job
+        p0 = tool("protect", path, "--no-progress", ns=NS,
+                  env={"QEMU_COLO_TEST_INTERRUPT": "filters"})
+        rc, st0 = status_json(path)
+        n0 = client.count()
+        cont0 = client.wait_count(n0 + 5, 60)
+        p1 = tool("protect", path, "--no-progress", ns=NS)
+        rc, st = status_json(path)
+        roles = {n["node"]: n["colo_mode"] for n in st.get("nodes", [])}
+        n0 = client.count()
+        cont = client.wait_count(n0 + 20, 60)
+        beta0 = [n for n in st0.get("nodes", []) if n["node"] == "beta"]
+        tap(r1[0] == 0 and p0[0] == 1 and "disk copied" in p0[1] and
+            "interrupted" in p0[1] and beta0 and
+            beta0[0]["run_state"] == "running" and
+            beta0[0]["replication"] is True and cont0 and
+            p1[0] == 0 and "chardev" not in p1[1] and
+            "disk copied" not in p1[1] and
+            roles == {"alpha": "secondary", "beta": "primary"} and cont and
+            not client.errors,
+            "secondary resume: start --role secondary on alpha, protect "
+            "interrupted after the disk copy and the filters (beta keeps "
+            "serving), protect again completes: beta primary, alpha "
+            "secondary, the client's connection goes on",
+            ["start: exit %d: %s" % (r1[0], r1[1].strip()[-300:]),
+             "interrupted protect: exit %d: %s" % (p0[0],
+                                                    p0[1].strip()[-600:]),
+             "beta then: %s" % beta0,
+             "protect: exit %d: %s" % (p1[0], p1[1].strip()[-600:]),
+             "modes %s; replies %d -> %d, errors %s"
+             % (roles, n0, client.count(), client.errors[:2])])
+
+        # kill -9 of the new secondary, primary failover on beta
+        spid = [p for p in pids_of(d)
+                if "t-alpha" in open("/proc/%d/cmdline" % p).read()]
+        n0 = client.count()
+        os.kill(spid[0], signal.SIGKILL)
+        f1 = tool("failover", path, "--node", "beta", ns=NS)
+        cont = client.wait_count(n0 + 20, 60)
+        rc, st = status_json(path)
+        modes = {n["node"]: (n["role"], n["colo_mode"])
+                 for n in st.get("nodes", [])}
+        tap(f1[0] == 0 and "primary failover done" in f1[1] and cont and
+            not client.errors and modes == {"alpha": ("stopped", None),
+                                            "beta": ("serving", "none")},
+            "kill -9 of the new secondary, failover --node beta (primary "
+            "failover): the client's connection goes on",
+            ["failover: exit %d: %s" % (f1[0], f1[1].strip()),
+             "replies %d -> %d, errors %s" % (n0, client.count(),
+                                               client.errors[:2]),
+             "status: %s" % modes])
+
+        # resume after the primary failover: a new secondary on alpha
+        r1 = tool("start", path, "--node", "alpha", "--role", "secondary",
+                  ns=NS)
+        t = time.monotonic()
+        p1 = tool("protect", path, "--no-progress", ns=NS)
+        log("protect after the primary failover took %.1f s"
+            % (time.monotonic() - t))
+        rc, st = status_json(path)
+        roles = {n["node"]: n["colo_mode"] for n in st.get("nodes", [])}
+        n0 = client.count()
+        cont = client.wait_count(n0 + 20, 60)
+        tap(r1[0] == 0 and p1[0] == 0 and "disk copied" in p1[1] and
+            "chardev" not in p1[1] and st.get("protected") is True and
+            roles == {"alpha": "secondary", "beta": "primary"} and cont and
+            not client.errors,
+            "resume after the primary failover: a new secondary on alpha, "
+            "protect (disk copied, chardevs kept): COLO again, the "
+            "client's connection goes on",
+            ["start: exit %d: %s" % (r1[0], r1[1].strip()[-200:]),
+             "protect: exit %d: %s" % (p1[0], p1[1].strip()[-400:]),
+             "modes %s; replies %d -> %d, errors %s"
+             % (roles, n0, client.count(), client.errors[:2])])
+        client.stop.set()
+        client.join(30)
+
+        # stop: nothing left
+        s1 = tool("stop", path, ns=NS)
+        s2 = tool("stop", path, ns=NS)
+        left = pids_of(d)
+        tap(s1[0] == 0 and s2[0] == 0 and not left and
+            "not running" in s2[1],
+            "stop: nothing left running; a second stop changes nothing",
+            ["stop: %s" % s1[1].strip(), "again: %s" % s2[1].strip(),
+             "left: %s" % left])
+    finally:
+        if client:
+            client.stop.set()
+        for pid in pids_of(d):
+            os.kill(pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- main
+
+def cleanup():
+    for ns in reversed(_netns):
+        subprocess.run(["ip", "netns", "delete", ns],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    del _netns[:]
+    if _work and os.path.isdir(_work) and "--keep" not in sys.argv:
+        shutil.rmtree(_work, ignore_errors=True)
+
+
+def on_signal(signum, frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
+def main():
+    global _work
+    total = 21
+    print("1..%d" % total, flush=True)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGALRM, on_signal)
+    signal.alarm(GLOBAL_TIMEOUT)
+    t0 = time.monotonic()
+    try:
+        for f in (TOOL, QEMU_IMG):
+            if not os.path.exists(f):
+                raise RuntimeError("%s missing: run make" % f)
+        _work = tempfile.mkdtemp(prefix="test-qemu-colo-")
+        os.chmod(_work, 0o755)
+        test_parser()
+        if os.geteuid() != 0:
+            while _n < total:
+                tap(True, "# SKIP needs root (namespaces, taps)")
+            return 0
+        setup_network(["qta" + TAG, "qtb" + TAG])
+        base = free_port_base()
+        # the fast cases run in a namespace of their own
+        fast = "qc-f-" + TAG
+        run(["ip", "netns", "add", fast])
+        _netns.append(fast)
+        run(["ip", "link", "set", "lo", "up"], ns=fast)
+        test_checks(fast, base)
+        test_print(fast, base)
+        log("fast cases: %.1f s" % (time.monotonic() - t0))
+        r = run([sys.executable, os.path.join(GUEST_DIR, "build-guest"),
+                 "--quiet"], timeout=900)
+        guest = json.loads(r.stdout)
+        test_install(guest)
+        test_pair(guest, base)
+    except BaseException as e:
+        log("aborted: %s" % e)
+        for line in traceback.format_exc().splitlines()[-6:]:
+            log(line)
+        while _n < total:
+            tap(False, "not run", ["aborted: %s" % e])
+    finally:
+        signal.alarm(0)
+        cleanup()
+    log("%d passed, %d failed in %.0f s" % (_results.count(True),
+                                            _results.count(False),
+                                            time.monotonic() - t0))
+    return 1 if False in _results else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
