@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """TAP tests of the fork's own machinery (fork/): the pin is enforced, the
 series applies to the pristine tarball from scratch, a re-export changes no
 byte, work that only lives in the prepared tree is never overwritten, an
