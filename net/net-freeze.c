@@ -10,6 +10,7 @@
 #include "qemu/atomic.h"
 #include "qemu/main-loop.h"
 #include "qemu/thread.h"
+#include "qemu/timer.h"
 #include "qom/object.h"
 #include "system/iothread.h"
 #include "net/net-freeze.h"
@@ -40,9 +41,13 @@ static void net_freeze_seen(void *opaque)
 static int net_freeze_sync_one(Object *obj, void *opaque)
 {
     NetFreezeSync *s = opaque;
-    QemuSemaphore *sem = g_new(QemuSemaphore, 1);
+    QemuSemaphore *sem;
     int64_t left = s->deadline_ms - qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
 
+    if (!object_dynamic_cast(obj, TYPE_IOTHREAD)) {
+        return 0;
+    }
+    sem = g_new(QemuSemaphore, 1);
     qemu_sem_init(sem, 0);
     aio_bh_schedule_oneshot(iothread_get_aio_context(IOTHREAD(obj)),
                             net_freeze_seen, sem);
@@ -63,7 +68,6 @@ bool qemu_net_freeze_sync(int timeout_ms)
     };
 
     assert(bql_locked() && qemu_net_frozen());
-    object_child_foreach_type(object_get_objects_root(), TYPE_IOTHREAD,
-                              net_freeze_sync_one, &s);
+    object_child_foreach(object_get_objects_root(), net_freeze_sync_one, &s);
     return !s.late;
 }

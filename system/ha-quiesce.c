@@ -23,6 +23,7 @@
 #include "qapi/qapi-commands-ha-quiesce.h"
 #include "qapi/qapi-events-ha-quiesce.h"
 #include "qapi/qapi-commands-migration.h"
+#include "qapi/qapi-commands-block-export.h"
 #include "qapi/clone-visitor.h"
 #include "qapi/qapi-visit-ha-quiesce.h"
 #include "qemu/main-loop.h"
