@@ -403,7 +403,17 @@ int ha_hardware_error_memory_failure(CPUState *cpu, int code, void *host_addr)
         if (memory_failure_policy == MEMORY_FAILURE_POLICY_FREEZE) {
             qatomic_set(&cpu->stop, true);
         }
-        cpu_exit(cpu);
+        /*
+         * What cpu_exit() does, minus qemu_cpu_kick(): the kick takes
+         * a mutex and broadcasts a condition variable, which a signal
+         * handler must not do.  No kick is needed: this handler runs on
+         * the vCPU's own thread, which checks both flags when it leaves
+         * the current translation block.
+         */
+        if (qemu_cpu_is_self(cpu)) {
+            qatomic_store_release(&cpu->exit_request, true);
+            qatomic_set(&cpu->neg.icount_decr.u16.high, -1);
+        }
     }
     qemu_bh_schedule(hwerr_bh);
     return 0;

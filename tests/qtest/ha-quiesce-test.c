@@ -1248,7 +1248,9 @@ static void test_race_panic_memory_failure(void)
     qtest_outb(qts, 0x505, 1);
     assert_one_failover_safe(qts, &log, "guest-panic");
 
-    ev = event_log_wait(qts, &log, "HARDWARE_ERROR");
+    /* the panic first, then the memory failure, during the freeze */
+    g_assert_cmpint(event_log_count(&log, "HARDWARE_ERROR"), ==, 2);
+    ev = event_log_nth(&log, "HARDWARE_ERROR", 1);
     check_hardware_error(qdict_get_qdict(qdict_get_qdict(ev, "data"),
                                          "error"), true, "freeze");
     rsp = qtest_qmp(qts, "{ 'execute': 'query-failover-safe' }");
