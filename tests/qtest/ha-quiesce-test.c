@@ -818,6 +818,8 @@ static void test_during_block_job(void)
     fd = g_file_open_tmp("ha-quiesce-src-XXXXXX", &src, NULL);
     close(fd);
     fd = g_file_open_tmp("ha-quiesce-dst-XXXXXX", &dst, NULL);
+    /* a target smaller than the source would fail the job at once */
+    g_assert(ftruncate(fd, JOB_SRC_SIZE) == 0);
     close(fd);
     g_assert(g_file_set_contents(src, data, JOB_SRC_SIZE, NULL));
     ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
@@ -1196,6 +1198,7 @@ static void test_gdb_continue_tcg(void)
 static void start_slow_job(QTestState *qts, char **src, char **dst)
 {
     g_autofree char *data = g_malloc(DISK_SIZE);
+    QDict *rsp;
     int fd;
 
     memset(data, 0x11, DISK_SIZE);
@@ -1204,6 +1207,8 @@ static void start_slow_job(QTestState *qts, char **src, char **dst)
     close(fd);
     fd = g_file_open_tmp("ha-quiesce-jdst-XXXXXX", dst, NULL);
     g_assert(fd >= 0);
+    /* a target smaller than the source would fail the job at once */
+    g_assert(ftruncate(fd, DISK_SIZE) == 0);
     close(fd);
     g_assert(g_file_set_contents(*src, data, DISK_SIZE, NULL));
     qtest_qmp_assert_success(qts, "{ 'execute': 'blockdev-add', "
@@ -1216,6 +1221,9 @@ static void start_slow_job(QTestState *qts, char **src, char **dst)
                              "'arguments': { 'job-id': 'slow0', "
                              "'device': 'jsrc', 'target': 'jdst', "
                              "'sync': 'full', 'speed': 1 } }");
+    rsp = qtest_qmp(qts, "{ 'execute': 'query-block-jobs' }");
+    g_assert(!qlist_empty(qdict_get_qlist(rsp, "return")));
+    qobject_unref(rsp);
 }
 
 /*
