@@ -1,10 +1,13 @@
 # COLO-HA fork of QEMU: entry points.  See README.md.
 #
-#   make            install deps, prepare build/qemu, configure, build
-#   make check      build, then run fork/check-suites; ends "N passed, N failed"
+#   make            prepare build/qemu, configure, build (installs nothing:
+#                   it stops and says so when a package is missing)
+#   make check      install deps, build, then run fork/check-suites; ends
+#                   "N passed, N failed"
 #   make check-one SUITE=name   one suite of fork/check-suites (substring)
 #   make bench      benchmarks under bench/ (fork vs upstream)
-#   make demo       COLO pair + client, kill the primary, fail over (timeline)
+#   make demo       install deps, build, then a COLO pair + client, kill the
+#                   primary, fail over (timeline)
 #   make prepare    (re)prepare build/qemu from the pin + patches/ + overlay
 #   make export-patches         regenerate patches/ from build/qemu's commits
 #   make install    install the programs, qemu-colo and the docs into
@@ -33,8 +36,16 @@ TEST_TARGETS := $(shell sed -e 's/\#.*//' fork/check-suites 2>/dev/null | \
 
 all: build
 
+# Only the README's two commands (make check, make demo) install packages;
+# every other target just checks that they are there.
+INSTALL_GOALS := check demo
+ifneq ($(filter $(INSTALL_GOALS),$(MAKECMDGOALS)),)
 deps:
 	@fork/install-deps
+else
+deps:
+	@fork/install-deps --check
+endif
 
 prepare: deps
 	@fork/prepare

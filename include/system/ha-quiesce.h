@@ -1,37 +1,31 @@
 /*
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
  * HA quiesce: the failover-safe run state and the hardware error policy
  *
  * Copyright (c) 2026 COLO-HA fork
- *
- * This work is licensed under the terms of the GNU GPL, version 2 or later.
- * See the COPYING file in the top-level directory.
  */
 
 #ifndef SYSTEM_HA_QUIESCE_H
 #define SYSTEM_HA_QUIESCE_H
 
-#include "qemu/atomic.h"
+#include "qemu/notify.h"
 #include "qapi/qapi-types-run-state.h"
 
 /*
  * True once a freeze was triggered (even before it completed): from then
  * on nothing may resume the guest or reacquire an external resource.
+ * Any thread.
  */
 bool ha_quiesce_active(void);
 
 /*
- * If the VM is frozen (or being frozen), set @errp (when non-NULL) to
- * an error naming the failover-safe state and @what, and return true.
- * Otherwise return false.
+ * Whether @what (a command or an action, named in the error) may go
+ * ahead: true unless the VM is frozen or being frozen; then set @errp
+ * (when non-NULL) to an error naming the failover-safe state and return
+ * false.  Any thread.
  */
-bool ha_quiesce_refuse(const char *what, Error **errp);
-
-/* True once no network frame may leave any backend any more. */
-extern bool ha_quiesce_net_frozen_flag;
-static inline bool ha_quiesce_net_frozen(void)
-{
-    return qatomic_read(&ha_quiesce_net_frozen_flag);
-}
+bool ha_quiesce_allow(const char *what, Error **errp);
 
 /* Run-state table rules, used by system/runstate.c */
 void ha_quiesce_runstate_transitions(bool valid[][RUN_STATE__MAX]);
@@ -39,16 +33,36 @@ bool ha_quiesce_runstate_sticky(RunState cur, RunState new_state);
 
 /*
  * Freeze the VM into failover-safe.  Must be called with the BQL held.
- * From the main thread it returns once every guarantee holds; from a
- * vCPU thread it stops that vCPU and finishes in a main-loop bottom half.
+ * From the main thread it returns once every guarantee holds (or, when
+ * a freeze is already running further up the stack, at once: that one
+ * completes it); from a vCPU thread it stops that vCPU and finishes in
+ * a main-loop bottom half.  The freeze runs once.
  */
 void ha_quiesce_enter(const char *reason);
 
-/* -action panic=freeze */
+/*
+ * Notifiers of the start of a freeze.  They run once, in the main
+ * thread with the BQL held, when the freeze starts: after the network
+ * gate closed (no frame leaves any backend any more), before the vCPUs
+ * are stopped and before any block or migration step.  @data is the
+ * reason (const char *).  A notifier must not block, nor poll an
+ * AioContext, nor resume anything.  Register with the BQL held.
+ */
+void ha_quiesce_add_notifier(Notifier *n);
+
+/* -action panic=freeze; BQL held */
 void ha_quiesce_guest_panicked(void);
 
-/* -action internal-error: returns true if the VM is being frozen */
-bool ha_hardware_error_internal(CPUState *cpu);
+/* Record a guest panic and the action taken; BQL held */
+void ha_hardware_error_guest_panicked(GuestPanicAction action);
+
+/*
+ * An accelerator internal error on @cpu (KVM internal or emulation
+ * error): record it and apply -action internal-error, i.e. stop the VM
+ * in the internal-error run state (pause) or freeze it.  vCPU thread,
+ * BQL held.
+ */
+void ha_hardware_error_internal(CPUState *cpu);
 
 /*
  * Memory failure policy, shared by every accelerator.  @code is the
@@ -57,6 +71,7 @@ bool ha_hardware_error_internal(CPUState *cpu);
  * defers the work to the main loop.  Returns 0 if the error is handled
  * (the caller must not inject nor die), 1 if the caller should apply
  * its own (upstream) handling, i.e. the KVM MCE injection path.
+ * Linux hosts only; elsewhere it always returns 1.
  */
 int ha_hardware_error_memory_failure(CPUState *cpu, int code,
                                      void *host_addr);
@@ -65,12 +80,19 @@ int ha_hardware_error_memory_failure(CPUState *cpu, int code,
 void ha_hardware_error_vcpu_thread_init(void);
 
 /*
- * Inject a machine check for guest-physical @gpa into @cpu, as HMP mce
- * does (target code; used under TCG).  BQL held, main thread.
+ * Inject a machine check for guest-physical @gpa into @cpu, as KVM
+ * does (target code; used under TCG).  BQL held.  Only called when
+ * ha_arch_mce_supported(); targets without one get the stub.
  */
 void ha_arch_inject_mce(CPUState *cpu, uint64_t gpa, bool action_required);
+/* Whether @cpu can take a recoverable machine check (x86: MCG_SER_P) */
+bool ha_arch_mce_supported(CPUState *cpu);
 
-/* Poisoned guest pages: dump-guest-memory and pmemsave skip them. */
+/*
+ * Poisoned guest pages: dump-guest-memory (ELF and kdump formats) and
+ * pmemsave skip them; migration is refused while there is one.
+ */
+bool ha_hardware_error_has_poison(void);
 bool ha_hardware_error_page_poisoned(uint64_t gpa);
 /* Like cpu_physical_memory_read(), poisoned pages read as zeroes */
 void ha_hardware_error_physical_read(uint64_t gpa, void *buf, size_t len);

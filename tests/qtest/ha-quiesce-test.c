@@ -1,15 +1,16 @@
 /*
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
  * QTest for the HA quiesce feature (failover-safe run state)
  *
  * Copyright (c) 2026 COLO-HA fork
- *
- * This work is licensed under the terms of the GNU GPL, version 2 or later.
- * See the COPYING file in the top-level directory.
  */
 
 #include "qemu/osdep.h"
 #include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/inotify.h>
+#include <linux/sockios.h>
 #include "libqtest.h"
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
@@ -88,6 +89,102 @@ static void assert_failover_safe_info(QTestState *qts, const char *reason)
     g_assert(qdict_haskey(ret, "released"));
     g_assert(qdict_haskey(ret, "failed"));
     qobject_unref(rsp);
+}
+
+/*
+ * Every QMP event QEMU sends, in order, so that a test can count them
+ * (libqtest's eventwait drops the events it is not waiting for).
+ */
+typedef struct EventLog {
+    GPtrArray *events;
+} EventLog;
+
+static bool event_log_cb(QTestState *qts, const char *name, QDict *event,
+                         void *opaque)
+{
+    EventLog *log = opaque;
+
+    g_ptr_array_add(log->events, qobject_ref(event));
+    return true;
+}
+
+static void event_log_start(QTestState *qts, EventLog *log)
+{
+    log->events = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)qobject_unref_impl);
+    qtest_qmp_set_event_callback(qts, event_log_cb, log);
+}
+
+static QDict *event_log_nth(EventLog *log, const char *name, int nth)
+{
+    guint i;
+
+    for (i = 0; i < log->events->len; i++) {
+        QDict *ev = g_ptr_array_index(log->events, i);
+
+        if (g_str_equal(qdict_get_str(ev, "event"), name) && nth-- == 0) {
+            return ev;
+        }
+    }
+    return NULL;
+}
+
+static int event_log_count(EventLog *log, const char *name)
+{
+    int n = 0;
+
+    while (event_log_nth(log, name, n)) {
+        n++;
+    }
+    return n;
+}
+
+/* Wait for the first @name event; nothing else is outstanding on QMP */
+static QDict *event_log_wait(QTestState *qts, EventLog *log, const char *name)
+{
+    while (!event_log_nth(log, name, 0)) {
+        QDict *r = qtest_qmp_receive_dict(qts);
+
+        g_assert(qdict_haskey(r, "event"));
+        event_log_cb(qts, qdict_get_str(r, "event"), r, log);
+        qobject_unref(r);
+    }
+    return event_log_nth(log, name, 0);
+}
+
+static void event_log_free(QTestState *qts, EventLog *log)
+{
+    qtest_qmp_set_event_callback(qts, NULL, NULL);
+    g_ptr_array_free(log->events, true);
+}
+
+/*
+ * Exactly one FAILOVER_SAFE, for @reason, and each resource released
+ * once: after the first event a QMP round trip collects anything that
+ * was sent with it (a nested freeze sends its event before the outer
+ * one returns to the main loop).
+ */
+static QDict *assert_one_failover_safe(QTestState *qts, EventLog *log,
+                                       const char *reason)
+{
+    QDict *ev = event_log_wait(qts, log, "FAILOVER_SAFE");
+    QDict *data = qdict_get_qdict(ev, "data");
+    g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
+    QListEntry *e;
+
+    assert_status(qts, "failover-safe", false);
+    g_assert_cmpint(event_log_count(log, "FAILOVER_SAFE"), ==, 1);
+    g_assert_cmpstr(qdict_get_str(data, "reason"), ==, reason);
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(data, "released"), e) {
+        const char *what = qstring_get_str(qobject_to(QString,
+                                                      qlist_entry_obj(e)));
+
+        g_assert(!g_hash_table_contains(seen, what));
+        g_hash_table_add(seen, (gpointer)what);
+    }
+    g_assert(g_hash_table_contains(seen, "vcpus"));
+    g_assert(g_hash_table_contains(seen, "block-jobs"));
+    return ev;
 }
 
 static void test_running_and_refusals(void)
@@ -252,18 +349,114 @@ static void test_from_guest_panicked(void)
     qtest_quit(qts);
 }
 
+/* The guest panic recorded as a hardware error, with @action */
+static void check_panic_error(QTestState *qts, const char *action)
+{
+    QDict *rsp = qtest_qmp(qts, "{ 'execute': 'query-hardware-errors' }");
+    QList *l = qdict_get_qlist(qdict_get_qdict(rsp, "return"), "errors");
+    QDict *err;
+
+    g_assert_cmpint(qlist_size(l), ==, 1);
+    err = qobject_to(QDict, qlist_peek(l));
+    g_assert_cmpstr(qdict_get_str(err, "source"), ==, "guest-panic");
+    g_assert_cmpstr(qdict_get_str(err, "severity"), ==, "fatal");
+    g_assert_cmpstr(qdict_get_str(err, "action"), ==, action);
+    qobject_unref(rsp);
+}
+
+/* GUEST_PANICKED tells what was done: freeze */
 static void test_panic_freeze(void)
 {
     QTestState *qts = qtest_init("-machine pc -device pvpanic "
                                  "-action panic=freeze");
+    EventLog log;
     QDict *ev;
 
+    event_log_start(qts, &log);
     qtest_outb(qts, 0x505, 1);
-    ev = qtest_qmp_eventwait_ref(qts, "FAILOVER_SAFE");
-    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "reason"),
-                    ==, "guest-panic");
-    qobject_unref(ev);
-    assert_status(qts, "failover-safe", false);
+    ev = event_log_wait(qts, &log, "GUEST_PANICKED");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "action"),
+                    ==, "freeze");
+    assert_one_failover_safe(qts, &log, "guest-panic");
+    check_panic_error(qts, "freeze");
+    event_log_free(qts, &log);
+    qtest_quit(qts);
+}
+
+/* Every panic action is recorded as the hardware error's action */
+static void test_panic_recorded(void)
+{
+    static const char *const actions[][2] = {
+        { "pause", "pause" }, { "none", "none" },
+    };
+    int i;
+
+    for (i = 0; i < G_N_ELEMENTS(actions); i++) {
+        QTestState *qts = qtest_initf("-machine pc -device pvpanic "
+                                      "-action panic=%s", actions[i][0]);
+
+        qtest_outb(qts, 0x505, 1);
+        qtest_qmp_eventwait(qts, "GUEST_PANICKED");
+        check_panic_error(qts, actions[i][1]);
+        qtest_quit(qts);
+    }
+}
+
+/*
+ * A memory failure in RAM the guest does not map (a memory backend no
+ * device uses) is QEMU's own memory: nothing is injected into the
+ * guest (there is no guest address to report), an action-optional one
+ * is ignored.
+ */
+static void test_memory_failure_unmapped(void)
+{
+    QTestState *qts = qtest_init("-machine pc -m 64 "
+                                 "-object memory-backend-ram,id=spare,"
+                                 "size=1M");
+    EventLog log;
+    QDict *ev, *err;
+
+    event_log_start(qts, &log);
+    qtest_qmp_assert_success(qts, "{ 'execute': 'x-inject-memory-failure', "
+                             "'arguments': { 'address': 0, "
+                             "'memdev': 'spare', "
+                             "'action-required': false } }");
+    ev = event_log_wait(qts, &log, "MEMORY_FAILURE");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "recipient"),
+                    ==, "hypervisor");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "action"),
+                    ==, "ignore");
+    ev = event_log_wait(qts, &log, "HARDWARE_ERROR");
+    err = qdict_get_qdict(qdict_get_qdict(ev, "data"), "error");
+    g_assert_cmpstr(qdict_get_str(err, "recipient"), ==, "hypervisor");
+    g_assert_cmpstr(qdict_get_str(err, "action"), ==, "ignore");
+    g_assert(!qdict_haskey(err, "address"));
+    assert_status(qts, "running", true);
+    event_log_free(qts, &log);
+    qtest_quit(qts);
+}
+
+/* A full poison table is counted, not silent */
+static void test_poison_table_full(void)
+{
+    QTestState *qts = qtest_init("-machine pc -m 64 "
+                                 "-action memory-failure=freeze");
+    QDict *rsp, *ret;
+    int i, n = 256 + 2;
+
+    for (i = 0; i < n; i++) {
+        qtest_qmp_assert_success(qts, "{ 'execute': "
+                                 "'x-inject-memory-failure', "
+                                 "'arguments': { 'address': %d, "
+                                 "'action-required': false } }",
+                                 POISON_GPA + i * 4096);
+        qtest_qmp_eventwait(qts, "HARDWARE_ERROR");
+    }
+    rsp = qtest_qmp(qts, "{ 'execute': 'query-hardware-errors' }");
+    ret = qdict_get_qdict(rsp, "return");
+    g_assert_cmpint(qdict_get_int(ret, "total"), ==, n);
+    g_assert_cmpint(qdict_get_int(ret, "untracked-poisoned-pages"), ==, 2);
+    qobject_unref(rsp);
     qtest_quit(qts);
 }
 
@@ -542,19 +735,6 @@ static void test_block_lock_released(void)
     /* QEMU holds the write lock */
     g_assert(!qemu_io_write(io, img));
     quiesce(qts, "block");
-    /* the image does not change any more */
-    {
-        g_autofree char *before = NULL;
-        g_autofree char *after = NULL;
-        gsize lb, la;
-
-        g_assert(g_file_get_contents(img, &before, &lb, NULL));
-        qtest_qmp_assert_success(qts, "{ 'execute': 'query-status' }");
-        g_usleep(200 * 1000);
-        g_assert(g_file_get_contents(img, &after, &la, NULL));
-        g_assert_cmpint(lb, ==, la);
-        g_assert(memcmp(before, after, lb) == 0);
-    }
     /* lock released while QEMU still runs */
     g_assert(qemu_io_write(io, img));
     assert_status(qts, "failover-safe", false);
@@ -601,22 +781,50 @@ static void test_flush_failure(void)
     unlink(img);
 }
 
-/* ha-quiesce during a block job: the job is cancelled, the VM frozen */
+/*
+ * True if @ino (an inotify descriptor watching one file for IN_MODIFY)
+ * reports a write within @timeout_ms.
+ */
+static bool file_modified(int ino, int timeout_ms)
+{
+    struct pollfd pfd = { .fd = ino, .events = POLLIN };
+    char buf[4096];
+
+    if (poll(&pfd, 1, timeout_ms) <= 0) {
+        return false;
+    }
+    return read(ino, buf, sizeof(buf)) > 0;
+}
+
+/*
+ * ha-quiesce during a block job: the job is cancelled, the VM frozen and
+ * the image the job was writing does not change any more.  The mirror
+ * copies 64 KiB at a time at 1 MiB/s, i.e. it writes its target about
+ * 16 times per second until the freeze.
+ */
+#define JOB_SRC_SIZE (16 * 1024 * 1024)
+
 static void test_during_block_job(void)
 {
     g_autofree char *src = NULL;
     g_autofree char *dst = NULL;
-    g_autofree char *data = g_malloc(DISK_SIZE);
+    g_autofree char *data = g_malloc(JOB_SRC_SIZE);
+    char buf[4096];
     QTestState *qts;
     QDict *rsp;
-    int fd;
+    int fd, ino;
 
-    memset(data, 0x11, DISK_SIZE);
+    memset(data, 0x11, JOB_SRC_SIZE);
     fd = g_file_open_tmp("ha-quiesce-src-XXXXXX", &src, NULL);
     close(fd);
     fd = g_file_open_tmp("ha-quiesce-dst-XXXXXX", &dst, NULL);
+    /* a target smaller than the source would fail the job at once */
+    g_assert(ftruncate(fd, JOB_SRC_SIZE) == 0);
     close(fd);
-    g_assert(g_file_set_contents(src, data, DISK_SIZE, NULL));
+    g_assert(g_file_set_contents(src, data, JOB_SRC_SIZE, NULL));
+    ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    g_assert(ino >= 0);
+    g_assert(inotify_add_watch(ino, dst, IN_MODIFY) >= 0);
 
     qts = qtest_initf("-machine pc -blockdev driver=file,filename=%s,"
                       "node-name=src0 -device ide-hd,drive=src0,bus=ide.0",
@@ -624,15 +832,29 @@ static void test_during_block_job(void)
     qtest_qmp_assert_success(qts, "{ 'execute': 'blockdev-add', "
                              "'arguments': { 'driver': 'file', "
                              "'filename': %s, 'node-name': 'dst0' } }", dst);
-    /* 1 byte/s: the job stays running */
     qtest_qmp_assert_success(qts, "{ 'execute': 'blockdev-mirror', "
                              "'arguments': { 'job-id': 'job0', "
                              "'device': 'src0', 'target': 'dst0', "
-                             "'sync': 'full', 'speed': 1 } }");
+                             "'sync': 'full', 'speed': 1048576, "
+                             "'granularity': 65536, "
+                             "'buf-size': 65536 } }");
+    /* the job writes its target, again and again */
+    g_assert(file_modified(ino, 30 * 1000));
+    g_assert(file_modified(ino, 30 * 1000));
+
     quiesce(qts, "block-job");
     rsp = qtest_qmp(qts, "{ 'execute': 'query-block-jobs' }");
     g_assert(qlist_empty(qdict_get_qlist(rsp, "return")));
     qobject_unref(rsp);
+    /*
+     * Writes done before FAILOVER_SAFE are already queued: drop them.
+     * Then no write for a second, where the job would have made ~16.
+     */
+    while (read(ino, buf, sizeof(buf)) > 0) {
+        continue;
+    }
+    g_assert(!file_modified(ino, 1000));
+    close(ino);
     qtest_quit(qts);
     unlink(src);
     unlink(dst);
@@ -726,20 +948,25 @@ static void test_net_frozen(void)
 }
 
 /*
- * Frames queued inside QEMU before the freeze are purged, not flushed:
- * the test does not read the backend socket, so that the kernel buffer
- * fills up and QEMU queues the rest; once frozen, the bytes that can be
- * read are exactly those that were in the kernel buffer already.
+ * Frames queued inside QEMU before the freeze are purged, not flushed.
+ * QEMU's end of the backend socket gets a small send buffer and the
+ * test does not read it, so that it fills up and QEMU queues the other
+ * frames.  Once frozen, the bytes that can be read are exactly those
+ * that were in the socket already; after the test emptied the socket,
+ * QEMU (which now could write again) sends nothing more.
  */
 static void test_net_queued_purged(void)
 {
-    int backend[2], chr, avail = 0, total = 0, i;
+    int backend[2], chr, avail = 0, outq = 1, total = 0, i;
+    int sndbuf = 16 * 1024;
     char sock_path[] = "/tmp/ha-quiesce-netq.XXXXXX";
     char buf[65536];
     QTestState *qts;
-    struct pollfd pfd;
+    const int nframes = 4000, frame = 4 + 64;
 
     g_assert(socketpair(PF_UNIX, SOCK_STREAM, 0, backend) == 0);
+    g_assert(setsockopt(backend[1], SOL_SOCKET, SO_SNDBUF, &sndbuf,
+                        sizeof(sndbuf)) == 0);
     g_assert(mkstemp(sock_path) >= 0);
     qts = qtest_initf("-machine pc -nic socket,id=n0,fd=%d "
                       "-chardev socket,id=in0,path=%s,server=on,wait=off "
@@ -748,28 +975,45 @@ static void test_net_queued_purged(void)
     chr = unix_connect(sock_path, NULL);
     g_assert(chr >= 0);
     qtest_qmp_assert_success(qts, "{ 'execute': 'query-status' }");
-    for (i = 0; i < 4000; i++) {
+    for (i = 0; i < nframes; i++) {
         inject_frame(chr);
     }
-    g_usleep(500 * 1000);
+    /* wait until QEMU has read (and so handled) every injected frame */
+    for (i = 0; i < 100000; i++) {
+        g_assert(ioctl(chr, SIOCOUTQ, &outq) == 0);
+        if (!outq) {
+            break;
+        }
+        qtest_qmp_assert_success(qts, "{ 'execute': 'query-status' }");
+    }
+    g_assert_cmpint(outq, ==, 0);
     qtest_qmp_assert_success(qts, "{ 'execute': 'query-status' }");
 
     quiesce(qts, "net-queued");
     g_assert(ioctl(backend[0], FIONREAD, &avail) == 0);
-    /* some frames did not fit and were queued in QEMU */
-    g_assert_cmpint(avail, <, 4000 * 68);
+    /* some frames went out before the freeze, the others were queued */
+    g_assert_cmpint(avail, >, 0);
+    g_assert_cmpint(avail, <, nframes * frame);
 
-    pfd.fd = backend[0];
-    pfd.events = POLLIN;
-    while (poll(&pfd, 1, 500) > 0) {
+    for (;;) {
         ssize_t n = recv(backend[0], buf, sizeof(buf), MSG_DONTWAIT);
 
         if (n <= 0) {
+            g_assert(n < 0 && errno == EAGAIN);
             break;
         }
         total += n;
     }
     g_assert_cmpint(total, ==, avail);
+    /*
+     * The socket is writable again: a queue that was only held back
+     * would be flushed by the main loop iteration that also reads the
+     * next QMP command.  Two round trips, then nothing must have come.
+     */
+    qtest_qmp_assert_success(qts, "{ 'execute': 'query-status' }");
+    qtest_qmp_assert_success(qts, "{ 'execute': 'query-status' }");
+    g_assert(ioctl(backend[0], FIONREAD, &avail) == 0);
+    g_assert_cmpint(avail, ==, 0);
 
     close(chr);
     close(backend[0]);
@@ -827,36 +1071,51 @@ static char *make_boot_disk(void)
     return path;
 }
 
-static QTestState *start_tcg_guest(const char *disk, const char *extra)
+/*
+ * True if the guest's counter does not change across @n qtest round
+ * trips.  A running guest increments it millions of times per second,
+ * far more often than one round trip: the first reads see it move.
+ */
+static bool counter_stays(QTestState *qts, int n)
 {
-    QTestState *qts = qtest_initf("-machine pc -accel tcg -cpu max -m 64 "
-                                  "-drive file=%s,format=raw,if=ide %s",
-                                  disk, extra);
     uint16_t c0 = qtest_readw(qts, COUNTER_ADDR);
     int i;
 
-    for (i = 0; i < 600; i++) {
+    for (i = 0; i < n; i++) {
         if (qtest_readw(qts, COUNTER_ADDR) != c0) {
-            return qts;
+            return false;
         }
-        g_usleep(50 * 1000);
     }
-    g_assert_not_reached();
+    return true;
+}
+
+static QTestState *start_tcg_guest_accel(const char *disk, const char *accel,
+                                         const char *extra)
+{
+    QTestState *qts = qtest_initf("-machine pc -accel %s -cpu max -m 64 "
+                                  "-drive file=%s,format=raw,if=ide %s",
+                                  accel, disk, extra);
+
+    g_assert(!counter_stays(qts, 1000000));
+    return qts;
+}
+
+static QTestState *start_tcg_guest(const char *disk, const char *extra)
+{
+    return start_tcg_guest_accel(disk, "tcg", extra);
 }
 
 static void test_memory_failure_ar_freeze_tcg(void)
 {
     g_autofree char *disk = make_boot_disk();
     QTestState *qts = start_tcg_guest(disk, "-action memory-failure=freeze");
-    uint16_t c1, c2;
 
+    /* running: the counter moves at once */
+    g_assert(!counter_stays(qts, 1000));
     inject_and_expect_freeze(qts, true);
 
     /* the guest never runs again */
-    c1 = qtest_readw(qts, COUNTER_ADDR);
-    g_usleep(300 * 1000);
-    c2 = qtest_readw(qts, COUNTER_ADDR);
-    g_assert_cmpint(c1, ==, c2);
+    g_assert(counter_stays(qts, 1000));
     check_dump_skips_poison(qts);
     qtest_quit(qts);
     unlink(disk);
@@ -877,11 +1136,11 @@ static void test_memory_failure_ar_inject_tcg(void)
     check_hardware_error(qdict_get_qdict(qdict_get_qdict(ev, "data"),
                                          "error"), true, "inject");
     qobject_unref(ev);
-    for (i = 0; i < 200; i++) {
+    /* the handler runs within a few TBs of the injection */
+    for (i = 0; i < 1000000; i++) {
         if (qtest_readw(qts, MC_MARK_ADDR) == MC_MARK) {
             break;
         }
-        g_usleep(50 * 1000);
     }
     /* the guest took the machine check and read the bank */
     g_assert_cmphex(qtest_readw(qts, MC_MARK_ADDR), ==, MC_MARK);
@@ -903,24 +1162,200 @@ static void test_gdb_continue_tcg(void)
     g_autofree char *extra = g_strdup_printf("-gdb unix:%s,server=on,"
                                              "wait=off", path);
     QTestState *qts = start_tcg_guest(disk, extra);
-    const char *pkt = "+$c#63";
-    uint16_t c1, c2;
+    const char *pkt = "$c#63";
+    struct pollfd pfd;
+    char c = 0;
     int fd;
 
     quiesce(qts, "gdb");
     fd = unix_connect(path, NULL);
     g_assert(fd >= 0);
     g_assert_cmpint(write(fd, pkt, strlen(pkt)), ==, strlen(pkt));
-    g_usleep(200 * 1000);
+    /*
+     * The stub acknowledges a packet ('+') right before it executes it,
+     * in the main thread: once the ack is read, the next qtest command
+     * runs after the continue was handled.
+     */
+    pfd.fd = fd;
+    pfd.events = POLLIN;
+    while (c != '+') {
+        g_assert_cmpint(poll(&pfd, 1, 30 * 1000), ==, 1);
+        g_assert_cmpint(read(fd, &c, 1), ==, 1);
+    }
     assert_status(qts, "failover-safe", false);
-    c1 = qtest_readw(qts, COUNTER_ADDR);
-    g_usleep(300 * 1000);
-    c2 = qtest_readw(qts, COUNTER_ADDR);
-    g_assert_cmpint(c1, ==, c2);
+    g_assert(counter_stays(qts, 1000));
     close(fd);
     qtest_quit(qts);
     unlink(path);
     unlink(disk);
+}
+
+/*
+ * A mirror job at 1 byte/s: cancelling it makes the freeze poll the
+ * main AioContext (job_cancel_sync_all), where the bottom halves of
+ * other hardware errors run.  @src and @dst are removed by the caller.
+ */
+static void start_slow_job(QTestState *qts, char **src, char **dst)
+{
+    g_autofree char *data = g_malloc(DISK_SIZE);
+    QDict *rsp;
+    int fd;
+
+    memset(data, 0x11, DISK_SIZE);
+    fd = g_file_open_tmp("ha-quiesce-jsrc-XXXXXX", src, NULL);
+    g_assert(fd >= 0);
+    close(fd);
+    fd = g_file_open_tmp("ha-quiesce-jdst-XXXXXX", dst, NULL);
+    g_assert(fd >= 0);
+    /* a target smaller than the source would fail the job at once */
+    g_assert(ftruncate(fd, DISK_SIZE) == 0);
+    close(fd);
+    g_assert(g_file_set_contents(*src, data, DISK_SIZE, NULL));
+    qtest_qmp_assert_success(qts, "{ 'execute': 'blockdev-add', "
+                             "'arguments': { 'driver': 'file', "
+                             "'filename': %s, 'node-name': 'jsrc' } }", *src);
+    qtest_qmp_assert_success(qts, "{ 'execute': 'blockdev-add', "
+                             "'arguments': { 'driver': 'file', "
+                             "'filename': %s, 'node-name': 'jdst' } }", *dst);
+    qtest_qmp_assert_success(qts, "{ 'execute': 'blockdev-mirror', "
+                             "'arguments': { 'job-id': 'slow0', "
+                             "'device': 'jsrc', 'target': 'jdst', "
+                             "'sync': 'full', 'speed': 1 } }");
+    rsp = qtest_qmp(qts, "{ 'execute': 'query-block-jobs' }");
+    g_assert(!qlist_empty(qdict_get_qlist(rsp, "return")));
+    qobject_unref(rsp);
+}
+
+/*
+ * The freeze runs once.  A guest panic freezes the VM; while the freeze
+ * stops the vCPUs, an action-required memory failure hits vCPU 0 (it is
+ * raised from the freeze's start notifier, so the two always overlap).
+ * Its bottom half runs while the freeze cancels the block job: one
+ * FAILOVER_SAFE, for the panic, the memory failure recorded.
+ * Single-threaded TCG with two vCPUs, so that the freeze waits for the
+ * thread that takes the signal.
+ */
+static void test_race_panic_memory_failure(void)
+{
+    g_autofree char *disk = make_boot_disk();
+    g_autofree char *src = NULL;
+    g_autofree char *dst = NULL;
+    QTestState *qts = start_tcg_guest_accel(disk, "tcg,thread=single",
+                                            "-smp 2 -device pvpanic "
+                                            "-action panic=freeze "
+                                            "-action memory-failure=freeze");
+    EventLog log;
+    QDict *rsp, *ev;
+
+    start_slow_job(qts, &src, &dst);
+    qtest_qmp_assert_success(qts, "{ 'execute': 'x-inject-memory-failure', "
+                             "'arguments': { 'address': %d, "
+                             "'action-required': true, "
+                             "'during-freeze': true } }", POISON_GPA);
+    event_log_start(qts, &log);
+    qtest_outb(qts, 0x505, 1);
+    assert_one_failover_safe(qts, &log, "guest-panic");
+
+    /* the panic first, then the memory failure, during the freeze */
+    g_assert_cmpint(event_log_count(&log, "HARDWARE_ERROR"), ==, 2);
+    ev = event_log_nth(&log, "HARDWARE_ERROR", 1);
+    check_hardware_error(qdict_get_qdict(qdict_get_qdict(ev, "data"),
+                                         "error"), true, "freeze");
+    rsp = qtest_qmp(qts, "{ 'execute': 'query-failover-safe' }");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(rsp, "return"), "reason"),
+                    ==, "guest-panic");
+    qobject_unref(rsp);
+    rsp = qtest_qmp(qts, "{ 'execute': 'query-block-jobs' }");
+    g_assert(qlist_empty(qdict_get_qlist(rsp, "return")));
+    qobject_unref(rsp);
+    g_assert_cmpint(event_log_count(&log, "FAILOVER_SAFE"), ==, 1);
+    event_log_free(qts, &log);
+    qtest_quit(qts);
+    unlink(src);
+    unlink(dst);
+    unlink(disk);
+}
+
+/*
+ * A memory failure freezes the VM from the hardware-error bottom half;
+ * a second one arrives while that freeze runs and schedules the bottom
+ * half again.  Each failure is recorded once (the slot of the first is
+ * freed before its policy runs) and FAILOVER_SAFE is sent once.
+ */
+static void test_race_two_memory_failures(void)
+{
+    g_autofree char *disk = make_boot_disk();
+    g_autofree char *src = NULL;
+    g_autofree char *dst = NULL;
+    QTestState *qts = start_tcg_guest_accel(disk, "tcg,thread=single",
+                                            "-smp 2 "
+                                            "-action memory-failure=freeze");
+    EventLog log;
+    QDict *rsp, *ret;
+    QList *l;
+
+    start_slow_job(qts, &src, &dst);
+    qtest_qmp_assert_success(qts, "{ 'execute': 'x-inject-memory-failure', "
+                             "'arguments': { 'address': %d, "
+                             "'action-required': true, "
+                             "'during-freeze': true } }", POISON_GPA + 4096);
+    event_log_start(qts, &log);
+    qtest_qmp_assert_success(qts, "{ 'execute': 'x-inject-memory-failure', "
+                             "'arguments': { 'address': %d, "
+                             "'action-required': true } }", POISON_GPA);
+    assert_one_failover_safe(qts, &log, "memory-failure");
+
+    rsp = qtest_qmp(qts, "{ 'execute': 'query-hardware-errors' }");
+    ret = qdict_get_qdict(rsp, "return");
+    l = qdict_get_qlist(ret, "errors");
+    g_assert_cmpint(qdict_get_int(ret, "total"), ==, 2);
+    g_assert_cmpint(qdict_get_int(qobject_to(QDict, qlist_peek(l)),
+                                  "address"), ==, POISON_GPA);
+    qobject_unref(rsp);
+    g_assert_cmpint(event_log_count(&log, "HARDWARE_ERROR"), ==, 2);
+    g_assert_cmpint(event_log_count(&log, "FAILOVER_SAFE"), ==, 1);
+    event_log_free(qts, &log);
+    qtest_quit(qts);
+    unlink(src);
+    unlink(dst);
+    unlink(disk);
+}
+
+/*
+ * -action internal-error, through the function KVM calls when KVM_RUN
+ * fails (x-inject-internal-error runs it on the thread of vCPU 0).
+ */
+static void test_internal_error(gconstpointer opaque)
+{
+    bool freeze = GPOINTER_TO_INT(opaque);
+    QTestState *qts = qtest_initf("-machine pc %s",
+                                  freeze ? "-action internal-error=freeze" :
+                                  "");
+    EventLog log;
+    QDict *ev, *err, *rsp;
+
+    event_log_start(qts, &log);
+    qtest_qmp_assert_success(qts,
+                             "{ 'execute': 'x-inject-internal-error' }");
+    ev = event_log_wait(qts, &log, "HARDWARE_ERROR");
+    err = qdict_get_qdict(qdict_get_qdict(ev, "data"), "error");
+    g_assert_cmpstr(qdict_get_str(err, "source"), ==, "internal-error");
+    g_assert_cmpstr(qdict_get_str(err, "severity"), ==, "fatal");
+    g_assert_cmpint(qdict_get_int(err, "cpu-index"), ==, 0);
+    g_assert_cmpstr(qdict_get_str(err, "action"), ==,
+                    freeze ? "freeze" : "pause");
+    if (freeze) {
+        assert_one_failover_safe(qts, &log, "internal-error");
+        assert_refused(qts, "{ 'execute': 'cont' }");
+    } else {
+        event_log_wait(qts, &log, "STOP");
+        assert_status(qts, "internal-error", false);
+        rsp = qtest_qmp(qts, "{ 'execute': 'query-failover-safe' }");
+        g_assert(!qdict_get_bool(qdict_get_qdict(rsp, "return"), "active"));
+        qobject_unref(rsp);
+    }
+    event_log_free(qts, &log);
+    qtest_quit(qts);
 }
 
 int main(int argc, char **argv)
@@ -936,6 +1371,10 @@ int main(int argc, char **argv)
     qtest_add_func("/ha-quiesce/from-guest-panicked",
                    test_from_guest_panicked);
     qtest_add_func("/ha-quiesce/panic-freeze", test_panic_freeze);
+    qtest_add_func("/ha-quiesce/panic-recorded", test_panic_recorded);
+    qtest_add_func("/ha-quiesce/memory-failure-unmapped",
+                   test_memory_failure_unmapped);
+    qtest_add_func("/ha-quiesce/poison-table-full", test_poison_table_full);
     qtest_add_func("/ha-quiesce/set-action-runtime", test_set_action_runtime);
     qtest_add_func("/ha-quiesce/bad-inject", test_bad_inject);
     qtest_add_func("/ha-quiesce/hardware-error-log-bounded",
@@ -949,7 +1388,15 @@ int main(int argc, char **argv)
     qtest_add_func("/ha-quiesce/during-block-job", test_during_block_job);
     qtest_add_func("/ha-quiesce/flush-failure", test_flush_failure);
     qtest_add_func("/ha-quiesce/during-migration", test_during_migration);
+    qtest_add_data_func("/ha-quiesce/internal-error-pause",
+                        GINT_TO_POINTER(false), test_internal_error);
+    qtest_add_data_func("/ha-quiesce/internal-error-freeze",
+                        GINT_TO_POINTER(true), test_internal_error);
     if (qtest_has_accel("tcg")) {
+        qtest_add_func("/ha-quiesce/race-panic-memory-failure-tcg",
+                       test_race_panic_memory_failure);
+        qtest_add_func("/ha-quiesce/race-two-memory-failures-tcg",
+                       test_race_two_memory_failures);
         qtest_add_func("/ha-quiesce/memory-failure-ar-freeze-tcg",
                        test_memory_failure_ar_freeze_tcg);
         qtest_add_func("/ha-quiesce/memory-failure-ar-inject-tcg",

@@ -1,0 +1,36 @@
+/*
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * The network freeze: once frozen, no frame leaves any backend, filter
+ * or colo-compare any more, and queued frames are dropped on delivery.
+ * Used by HA quiesce (failover-safe): the node that takes over is about
+ * to use the guest's addresses.
+ *
+ * Copyright (c) 2026 COLO-HA fork
+ */
+
+#ifndef NET_NET_FREEZE_H
+#define NET_NET_FREEZE_H
+
+/*
+ * Freeze the network for good (there is no thaw).  Any thread.  A frame
+ * already past its gate may still be in flight; the caller purges the
+ * queues and synchronizes with the threads that send frames.
+ */
+void qemu_net_freeze(void);
+
+/* True once qemu_net_freeze() was called.  Any thread, lock-free. */
+bool qemu_net_frozen(void);
+
+/*
+ * After qemu_net_freeze(): wait until every IOThread (where
+ * colo-compare and other frame senders run) has finished what it was
+ * doing and so has seen the gate closed: a frame popped before the
+ * freeze and still being written out (qemu_chr_fe_write_all()) is then
+ * out, and no other frame will follow.  Main thread, BQL held.  False
+ * if an IOThread did not get there within @timeout_ms (it may be stuck
+ * in a write to a peer that does not read).
+ */
+bool qemu_net_freeze_sync(int timeout_ms);
+
+#endif

@@ -1,0 +1,32 @@
+/*
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * HA quiesce: what its files share (system/ha-*.c only)
+ *
+ * Copyright (c) 2026 COLO-HA fork
+ */
+
+#ifndef SYSTEM_HA_QUIESCE_INT_H
+#define SYSTEM_HA_QUIESCE_INT_H
+
+#include "qapi/qapi-types-ha-quiesce.h"
+
+/* Record a hardware error and send HARDWARE_ERROR (ha-hwerr.c); BQL */
+void ha_hwerr_record(HardwareErrorSource source,
+                     HardwareErrorSeverity severity,
+                     bool action_required,
+                     bool has_recipient,
+                     MemoryFailureRecipient recipient,
+                     bool has_address, uint64_t address,
+                     int cpu_index, HardwareErrorAction action);
+
+/*
+ * Remember the guest page at @gpa, mapped at host page @host, as
+ * poisoned; false if the table is full (ha-memory-failure.c)
+ */
+bool ha_poison_add(uintptr_t host, uint64_t gpa);
+
+/* Poisoned pages the table had no room for (ha-memory-failure.c) */
+uint64_t ha_memory_failure_untracked_pages(void);
+
+#endif
