@@ -101,6 +101,7 @@ struct ColoHeartbeat {
     bool own_iothread;
     AioContext *ctx;
     CharFrontend chr;
+    Chardev *chardev_obj;       /* referenced until finalize */
     QEMUTimer *timer;
     VMChangeStateEntry *vmstate;
     QTAILQ_ENTRY(ColoHeartbeat) next;
@@ -748,6 +749,14 @@ static void colo_heartbeat_complete(UserCreatable *uc, Error **errp)
     if (!qemu_chr_fe_init(&hb->chr, chr, errp)) {
         goto fail;
     }
+    /*
+     * Keep the chardev until this object is finalized: at exit the
+     * chardevs are destroyed before the objects, and this object's
+     * iothread could still be writing to it (or see it close and take
+     * that for the peer's exit).
+     */
+    hb->chardev_obj = chr;
+    object_ref(OBJECT(chr));
 
     hb->ctx = iothread_get_aio_context(hb->iothread);
     gctx = iothread_get_g_main_context(hb->iothread);
@@ -803,6 +812,7 @@ static void colo_heartbeat_finalize(Object *obj)
         aio_wait_bh_oneshot(hb->ctx, chb_stop_bh, hb);
         timer_free(hb->timer);
         qemu_chr_fe_deinit(&hb->chr, false);
+        object_unref(OBJECT(hb->chardev_obj));
         if (hb->own_iothread) {
             iothread_destroy(hb->iothread);
         } else {
