@@ -2,6 +2,7 @@
 #
 #   make            install deps, prepare build/qemu, configure, build
 #   make check      build, then run fork/check-suites; ends "N passed, N failed"
+#   make check-full make check plus the longer runs of fork/check-suites-full
 #   make check-one SUITE=name   one suite of fork/check-suites (substring)
 #   make bench      benchmarks under bench/ (fork vs upstream)
 #   make demo       COLO pair + client, kill the primary, fail over (timeline)
@@ -25,7 +26,7 @@ TEST_TARGETS := $(shell sed -e 's/\#.*//' fork/check-suites 2>/dev/null | \
 	awk '$$1 ~ /^qtest-/ { sub(/.*\//, "", $$1); print "tests/qtest/" $$1; next } \
 	     $$1 ~ /^test-/ { print "tests/unit/" $$1 }')
 
-.PHONY: all deps prepare configure build check check-one bench demo \
+.PHONY: all deps prepare configure build check check-full check-one bench demo \
 	export-patches clean
 
 all: build
@@ -49,6 +50,9 @@ build: configure
 
 check: build
 	@fork/check
+
+check-full: build
+	@fork/check --full
 
 check-one: build
 	@test -n "$(SUITE)" || { echo "usage: make check-one SUITE=name" >&2; exit 2; }
