@@ -900,6 +900,12 @@ def checked(check, *args):
         return False, diag
 
 
+# colo-compare's trace events behind a forced checkpoint
+TRACED = ("colo_compare_tcp_miscompare", "colo_compare_main",
+          "colo_old_packet_check_found", "colo_compare_udp_miscompare",
+          "colo_compare_icmp_miscompare")
+
+
 def on_demand_checkpoints(pair, client, diag):
     """With periodic checkpoints out of the way (x-checkpoint-delay of an
     hour), count the primary's checkpoints while the client sends only
@@ -938,10 +944,24 @@ def on_demand_checkpoints(pair, client, diag):
                 fresh_errors.append("connection %d: %s" % (i, e))
                 return
 
-    def phase(kind):
+    def settle(kind):
+        """Switch the client to @kind and wait for its first reply of that
+        kind: it sends one request at a time, so the request of the previous
+        kind, and the checkpoint a TIME request forces, are over then."""
         answer = {"PING": "PONG"}.get(kind, kind)
         client.mix = (kind,)
-        time.sleep(0.5)         # let a request of the previous kind end
+        t, deadline = time.monotonic(), time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with client.lock:
+                if any(rt > t and line.startswith(answer)
+                       for rt, line in client.replies):
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("no %s reply within 30 s" % answer)
+
+    def phase(kind):
+        answer = {"PING": "PONG"}.get(kind, kind)
+        settle(kind)
         c0, t0 = pair.poll(), time.monotonic()
         time.sleep(window)
         c1, t1 = pair.poll(), time.monotonic()
@@ -953,11 +973,15 @@ def on_demand_checkpoints(pair, client, diag):
     client.http_paused.set()    # HTTP replies differ across a second's end
     p.ok("migrate-set-parameters", **{"x-checkpoint-delay": 3600 * 1000})
     try:
+        # what makes colo-compare force a checkpoint goes to the primary's
+        # stderr (shown if a phase has checkpoints it should not have)
+        for ev in TRACED:
+            p.cmd("trace-event-set-state", name=ev, enable=True)
         ping_cp, pings = phase("PING")
         time_cp, times = phase("TIME")
-        client.mix = ("PING",)
-        time.sleep(0.5)
+        settle("PING")
         c0 = pair.poll()
+        traced_from = os.path.getsize(p.stderr_path)
         opener = threading.Thread(target=open_fresh, daemon=True)
         opener.start()
         opener.join(60)
@@ -977,6 +1001,16 @@ def on_demand_checkpoints(pair, client, diag):
                                             fresh, fresh_cp,
                                             fresh_errors[:2]))
     diag.append("client errors: %s" % client.errors[:3])
+    for ev in TRACED:
+        p.cmd("trace-event-set-state", name=ev, enable=False)
+    if fresh_cp:
+        try:
+            with open(p.stderr_path) as f:
+                f.seek(traced_from)
+                diag += ["trace: " + line.strip()[:300] for line in f
+                         if line.startswith("colo_")][:8]
+        except OSError:
+            pass
     # A TIME reply comes only after the checkpoint it forced: at each edge
     # of the window one may fall inside and the other outside.
     return (not client.errors and pings >= 20 and ping_cp == 0 and
