@@ -4,6 +4,7 @@
 #                   it stops and says so when a package is missing)
 #   make check      install deps, build, then run fork/check-suites; ends
 #                   "N passed, N failed"
+#   make check-full make check plus the longer runs of fork/check-suites-full
 #   make check-one SUITE=name   one suite of fork/check-suites (substring)
 #   make bench      benchmarks under bench/ (fork vs upstream)
 #   make demo       install deps, build, then a COLO pair + client, kill the
@@ -31,14 +32,14 @@ TEST_TARGETS := $(shell sed -e 's/\#.*//' fork/check-suites 2>/dev/null | \
 	awk '$$1 ~ /^qtest-/ { sub(/.*\//, "", $$1); print "tests/qtest/" $$1; next } \
 	     $$1 ~ /^test-/ { print "tests/unit/" $$1 }')
 
-.PHONY: all deps prepare configure build check check-one bench demo \
-	export-patches install clean
+.PHONY: all deps prepare configure build check check-full check-one bench \
+	demo export-patches install clean
 
 all: build
 
 # Only the README's two commands (make check, make demo) install packages;
 # every other target just checks that they are there.
-INSTALL_GOALS := check demo
+INSTALL_GOALS := check check-full demo
 ifneq ($(filter $(INSTALL_GOALS),$(MAKECMDGOALS)),)
 deps:
 	@fork/install-deps
@@ -63,6 +64,9 @@ build: configure
 
 check: build
 	@fork/check
+
+check-full: build
+	@fork/check --full
 
 check-one: build
 	@test -n "$(SUITE)" || { echo "usage: make check-one SUITE=name" >&2; exit 2; }

@@ -20,7 +20,13 @@ measures, in one run:
   3. secondary failover: the primary is killed (kill -9) while the client
      pings every 10 ms; interruption = first reply after the kill minus the
      last reply before it, minus the time the failover QMP commands took;
-     p50/p99 over --failovers fresh pairs.
+     p50/p99 over --failovers fresh pairs;
+  4. machine types and vCPU counts: one fresh pair per --machines entry
+     (default pc and q35, 1 and 2 vCPUs), checkpoint pause p50/p99 over a
+     --window of a PING every 10 ms, side by side.
+
+Parts 1 to 3 run the pc machine with 1 vCPU (the figures before there was
+a choice).
 
 Needs root.  The guest's background disk writer is off (colo_bg=off) unless
 --bg is given, so "idle" really is idle.
@@ -291,6 +297,32 @@ def run_bench(opts, res):
         finally:
             end_pair(pair, client)
 
+    machine_rows(opts, res)
+
+
+def machine_rows(opts, res):
+    """Part 4: checkpoint pauses per machine type and vCPU count."""
+    saved = (E.MACHINE, E.SMP)
+    try:
+        for entry in [x for x in opts.machines.split(",") if x]:
+            machine, smp = entry.split(":")
+            E.MACHINE, E.SMP = machine, int(smp)
+            tag = "m-%s-%s" % (machine, smp)
+            note("%s: starting COLO (%s, %s vCPU)" % (tag, machine, smp))
+            pair = start_pair(tag)
+            client = None
+            try:
+                client = start_client("ping")
+                res["machines"][entry] = cp_row(
+                    measure_window(pair, client, "ping", opts.window))
+            except Exception as e:
+                res["machines"][entry] = {"error": str(e)}
+                note("%s: FAILED: %s" % (tag, e))
+            finally:
+                end_pair(pair, client)
+    finally:
+        E.MACHINE, E.SMP = saved
+
 
 def cp_row(w):
     return {"seconds": w["seconds"], "checkpoints": w["checkpoints"],
@@ -330,6 +362,19 @@ def print_table(opts, res):
             r["requests"] / r["seconds"], fmt(r.get("rtt_ms"), "p50"),
             fmt(r.get("rtt_ms"), "p99")))
 
+    print("\nCheckpoint pause per machine type and vCPU count (a PING every "
+          "10 ms; ms)")
+    print("%-20s %6s %7s %7s %7s %7s" % ("machine:vCPUs", "count", "per s",
+                                        "pause50", "pause99", "rtt50"))
+    for entry, r in res["machines"].items():
+        if "error" in r:
+            print("%-20s failed: %s" % (entry, r["error"][:50]))
+            continue
+        print("%-20s %6d %7.2f %7s %7s %7s" % (
+            entry, r["checkpoints"], r["per_second"],
+            fmt(r["pause_ms"], "p50"), fmt(r["pause_ms"], "p99"),
+            fmt(r.get("rtt_ms"), "p50")))
+
     fo = res["failover"]
     print("\nSecondary failover (primary kill -9), client pinging every "
           "10 ms; ms")
@@ -362,6 +407,9 @@ def main():
                          % E.CHECKPOINT_DELAY_MS)
     ap.add_argument("--bg", action="store_true",
                     help="keep the guest's background disk writer on")
+    ap.add_argument("--machines", default="pc:1,pc:2,q35:1,q35:2",
+                    help="MACHINE:VCPUS entries of part 4, comma-separated "
+                         "(default pc:1,pc:2,q35:1,q35:2; empty: skip)")
     ap.add_argument("--json", help="write the results here too")
     # bench/run passes $BENCH_ARGS to every benchmark: ignore the others'
     opts, unknown = ap.parse_known_args()
@@ -374,6 +422,7 @@ def main():
             sys.exit("bench/colo.py: %s is not built" % exe)
 
     E.CHECKPOINT_DELAY_MS = opts.checkpoint_delay
+    E.MACHINE, E.SMP = "pc", 1           # parts 1 to 3
     # Ctrl-C even when started from a shell that ignores SIGINT (cmd &)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, E.on_signal)
@@ -382,8 +431,8 @@ def main():
     res = {"config": {"window_s": opts.window, "failovers": opts.failovers,
                       "load": opts.load, "bg_writer": opts.bg,
                       "checkpoint_delay_ms": opts.checkpoint_delay,
-                      "qemu": E.QEMU},
-           "latency": {}, "checkpoints": {},
+                      "machines": opts.machines, "qemu": E.QEMU},
+           "latency": {}, "checkpoints": {}, "machines": {},
            "failover": {"runs": [], "failed": []}}
     err = None
     try:

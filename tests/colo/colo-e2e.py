@@ -40,6 +40,10 @@ whatever happens.  Needs root.
     colo-e2e.py            TAP output (for make check)
     colo-e2e.py --demo     readable timeline (make demo)
     colo-e2e.py --keep     keep the work directory (logs, consoles)
+    colo-e2e.py --machine pc --smp 1
+                           another machine type or vCPU count for both
+                           VMs (default q35 with 2 vCPUs, or
+                           $COLO_E2E_MACHINE and $COLO_E2E_SMP)
 """
 
 import atexit
@@ -94,6 +98,15 @@ GUEST_NIC = os.environ.get("COLO_E2E_NIC", "virtio-net-pci")
 VNET_HDR = {"vnet_hdr_support": True} if GUEST_NIC.startswith("virtio") else {}
 VNET_HDR_OPT = ",vnet_hdr_support=on" if VNET_HDR else ""
 DISK_SIZE = "64M"
+# Machine type and vCPU count of every VM (--machine and --smp override)
+MACHINE = os.environ.get("COLO_E2E_MACHINE", "q35")
+SMP = int(os.environ.get("COLO_E2E_SMP", "2"))
+
+
+def disk_if():
+    """The guest disk's interface: IDE on pc; virtio on q35, where SeaBIOS
+    waits about 20 s for an AHCI command to time out at every boot."""
+    return "virtio" if MACHINE.startswith("q35") else "ide"
 CHECKPOINT_DELAY_MS = int(os.environ.get("COLO_E2E_DELAY", "1000"))
 TRAFFIC_SECONDS = int(os.environ.get("COLO_E2E_TRAFFIC", "20"))  # soak runs
 NO_HTTP = bool(os.environ.get("COLO_E2E_NO_HTTP"))  # debugging only
@@ -498,13 +511,18 @@ class VM:
             if os.path.exists(p):
                 os.unlink(p)
         guest = GUEST
-        cmd = [QEMU, "-name", self.name, "-accel", "tcg", "-cpu", "qemu64",
-               "-m", "128", "-smp", "1", "-display", "none", "-vga", "none",
+        cmd = [QEMU, "-name", self.name, "-machine", MACHINE,
+               "-accel", "tcg", "-cpu", "qemu64",
+               "-m", "128", "-smp", str(SMP), "-display", "none",
+               "-vga", "none",
                "-nodefaults", "-no-user-config",
                "-serial", "file:" + self.console,
                "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path,
                "-kernel", guest["kernel"], "-initrd", guest["initrd"],
-               "-append", guest["append"] + " colo_ip=%s/24" % GUEST_IP,
+               # no_timer_check: a TCG guest on a busy host can fail the
+               # kernel's IO-APIC timer check at boot and panic
+               "-append", guest["append"] + " no_timer_check colo_ip=%s/24"
+               % GUEST_IP,
                ] + self.args
         self.stderr = open(self.stderr_path, "w")
         self.proc = start(cmd, ns=NS_HOST, stdout=self.stderr,
@@ -637,9 +655,9 @@ def primary_args(disk):
         "-object", "colo-compare,id=comp0,primary_in=compare0-0,"
                    "secondary_in=compare1,outdev=compare_out0,"
                    "iothread=iothread1" + VNET_HDR_OPT,
-        "-drive", "if=ide,id=colo-disk0,driver=quorum,read-pattern=fifo,"
+        "-drive", "if=%s,id=colo-disk0,driver=quorum,read-pattern=fifo,"
                   "vote-threshold=1,children.0.file.filename=%s,"
-                  "children.0.driver=qcow2" % disk,
+                  "children.0.driver=qcow2" % (disk_if(), disk),
         "-S",
     ]
 
@@ -664,8 +682,8 @@ def secondary_args(parent, active, hidden, primary_ip="127.0.0.1",
                   "file.driver=qcow2,top-id=colo-disk0,file.file.filename=%s,"
                   "file.backing.driver=qcow2,file.backing.file.filename=%s,"
                   "file.backing.backing=parent0" % (active, hidden),
-        "-drive", "if=ide,id=colo-disk0,driver=quorum,read-pattern=fifo,"
-                  "vote-threshold=1,children.0=childs0",
+        "-drive", "if=%s,id=colo-disk0,driver=quorum,read-pattern=fifo,"
+                  "vote-threshold=1,children.0=childs0" % disk_if(),
         "-incoming", "tcp:0.0.0.0:%d" % incoming_port,
     ]
 
@@ -736,7 +754,8 @@ def plain_vm_args(disk):
         "-netdev", "tap,id=hn0,ifname=%s,script=no,downscript=no,vhost=off"
                    % TAP_P,
         "-device", "%s,id=e0,netdev=hn0,mac=%s,romfile=" % (GUEST_NIC, GUEST_MAC),
-        "-drive", "if=ide,id=colo-disk0,driver=qcow2,file=%s" % disk,
+        "-drive", "if=%s,id=colo-disk0,driver=qcow2,file=%s"
+                  % (disk_if(), disk),
     ]
 
 
@@ -881,6 +900,12 @@ def checked(check, *args):
         return False, diag
 
 
+# colo-compare's trace events behind a forced checkpoint
+TRACED = ("colo_compare_tcp_miscompare", "colo_compare_main",
+          "colo_old_packet_check_found", "colo_compare_udp_miscompare",
+          "colo_compare_icmp_miscompare")
+
+
 def on_demand_checkpoints(pair, client, diag):
     """With periodic checkpoints out of the way (x-checkpoint-delay of an
     hour), count the primary's checkpoints while the client sends only
@@ -919,10 +944,24 @@ def on_demand_checkpoints(pair, client, diag):
                 fresh_errors.append("connection %d: %s" % (i, e))
                 return
 
-    def phase(kind):
+    def settle(kind):
+        """Switch the client to @kind and wait for its first reply of that
+        kind: it sends one request at a time, so the request of the previous
+        kind, and the checkpoint a TIME request forces, are over then."""
         answer = {"PING": "PONG"}.get(kind, kind)
         client.mix = (kind,)
-        time.sleep(0.5)         # let a request of the previous kind end
+        t, deadline = time.monotonic(), time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with client.lock:
+                if any(rt > t and line.startswith(answer)
+                       for rt, line in client.replies):
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("no %s reply within 30 s" % answer)
+
+    def phase(kind):
+        answer = {"PING": "PONG"}.get(kind, kind)
+        settle(kind)
         c0, t0 = pair.poll(), time.monotonic()
         time.sleep(window)
         c1, t1 = pair.poll(), time.monotonic()
@@ -934,11 +973,15 @@ def on_demand_checkpoints(pair, client, diag):
     client.http_paused.set()    # HTTP replies differ across a second's end
     p.ok("migrate-set-parameters", **{"x-checkpoint-delay": 3600 * 1000})
     try:
+        # what makes colo-compare force a checkpoint goes to the primary's
+        # stderr (shown if a phase has checkpoints it should not have)
+        for ev in TRACED:
+            p.cmd("trace-event-set-state", name=ev, enable=True)
         ping_cp, pings = phase("PING")
         time_cp, times = phase("TIME")
-        client.mix = ("PING",)
-        time.sleep(0.5)
+        settle("PING")
         c0 = pair.poll()
+        traced_from = os.path.getsize(p.stderr_path)
         opener = threading.Thread(target=open_fresh, daemon=True)
         opener.start()
         opener.join(60)
@@ -958,6 +1001,16 @@ def on_demand_checkpoints(pair, client, diag):
                                             fresh, fresh_cp,
                                             fresh_errors[:2]))
     diag.append("client errors: %s" % client.errors[:3])
+    for ev in TRACED:
+        p.cmd("trace-event-set-state", name=ev, enable=False)
+    if fresh_cp:
+        try:
+            with open(p.stderr_path) as f:
+                f.seek(traced_from)
+                diag += ["trace: " + line.strip()[:300] for line in f
+                         if line.startswith("colo_")][:8]
+        except OSError:
+            pass
     # A TIME reply comes only after the checkpoint it forced: at each edge
     # of the window one may fall inside and the other outside.
     return (not client.errors and pings >= 20 and ping_cp == 0 and
@@ -1841,9 +1894,20 @@ def scenario_channel_cut(survivor):
 GUEST = None
 
 
+def parse_machine_args(argv):
+    """--machine TYPE and --smp N, for every VM of the run."""
+    global MACHINE, SMP
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--machine":
+            MACHINE = argv[i + 1]
+        elif arg == "--smp":
+            SMP = int(argv[i + 1])
+
+
 def main():
     global _workdir, GUEST
     init(demo="--demo" in sys.argv, keep="--keep" in sys.argv)
+    parse_machine_args(sys.argv[1:])
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGALRM, on_signal)
     signal.alarm(GLOBAL_TIMEOUT)
@@ -1860,8 +1924,8 @@ def main():
         r = run([sys.executable, os.path.join(GUEST_DIR, "build-guest"),
                  "--quiet"], timeout=900)
         GUEST = json.loads(r.stdout)
-        log("guest: kernel %s; work dir %s" % (GUEST["kernel_version"],
-                                                _workdir))
+        log("guest: kernel %s; machine %s, %d vCPU(s); work dir %s"
+            % (GUEST["kernel_version"], MACHINE, SMP, _workdir))
         setup_network()
         log("namespaces %s (QEMU, bridge %s, taps %s %s) and %s (client %s)"
             % (NS_HOST, BRIDGE, TAP_P, TAP_S, NS_CLIENT, CLIENT_IP))

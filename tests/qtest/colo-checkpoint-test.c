@@ -9,6 +9,10 @@
  * either the migration tests' boot sector, which keeps rewriting 99 MiB of
  * its RAM, or a loop storing an immediate that the test rewrites.  One
  * case checks that the COLO channel does without Nagle's algorithm.
+ * More cases run on q35 (whose secondary aborted at its first
+ * checkpoint), with the return-path capability (which stopped the pair
+ * before COLO ran), and fail over on either side, idle or with a
+ * checkpoint in flight, yanking the COLO channel out of band first.
  * tests/colo/colo-e2e.py covers the whole procedure; this takes seconds.
  *
  * This work is licensed under the terms of the GNU GPL, version 2 or later.
@@ -21,6 +25,7 @@
 #include "libqtest.h"
 #include "qobject/qdict.h"
 #include "migration/i386/a-b-bootblock.h"
+#include "migration/bootfile.h"
 
 #define CHECKPOINT_DELAY_MS 100
 #define CHECKPOINTS 5
@@ -47,10 +52,23 @@ typedef struct ColoPair {
     char *dir;
     char *uri;
     const char *devices;                /* more options for both VMs */
+    const char *machine;                /* NULL: the default, pc */
+    bool return_path;                   /* the return-path capability */
     const uint8_t *boot_sector;         /* 512 bytes */
     QTestState *primary;
     QTestState *secondary;
 } ColoPair;
+
+/*
+ * q35 boots from a virtio-blk disk: SeaBIOS 1.16 waits about 20 s here
+ * for an AHCI command to time out before it boots from an AHCI disk.
+ */
+#define Q35_BOOT_DISK_SIZE (1024 * 1024)
+
+static bool is_q35(ColoPair *pair)
+{
+    return pair->machine && g_str_has_prefix(pair->machine, "q35");
+}
 
 static char *write_boot_disk(ColoPair *pair, const char *name)
 {
@@ -60,6 +78,10 @@ static char *write_boot_disk(ColoPair *pair, const char *name)
     g_assert_true(g_file_set_contents(path, (const char *)pair->boot_sector,
                                       512, &err));
     g_assert_no_error(err);
+    if (is_q35(pair)) {
+        /* SeaBIOS does not boot from a virtio disk of one sector */
+        g_assert_cmpint(truncate(path, Q35_BOOT_DISK_SIZE), ==, 0);
+    }
     return path;
 }
 
@@ -67,12 +89,21 @@ static QTestState *start_vm(ColoPair *pair, const char *name,
                             const char *extra, const char *devices)
 {
     g_autofree char *disk = write_boot_disk(pair, name);
+    g_autofree char *args = NULL;
+    QList *capabilities = qlist_new();
 
+    /* out-of-band commands: a failover yanks while the main loop waits */
+    qlist_append_str(capabilities, "oob");
     /* TCG: the bug this guards against lives in TCG's dirty-log sync */
-    return qtest_initf("-accel tcg -m 150M -nodefaults -name %s "
-                       "-drive if=none,id=d0,file=%s,format=raw "
-                       "-device ide-hd,drive=d0,secs=1,cyls=1,heads=1 %s %s",
-                       name, disk, extra, devices ? devices : "");
+    args = g_strdup_printf("-machine %s -accel tcg -m 150M -nodefaults "
+                           "-name %s "
+                           "-drive if=none,id=d0,file=%s,format=raw "
+                           "-device %s %s %s",
+                           pair->machine ? pair->machine : "pc", name, disk,
+                           is_q35(pair) ? "virtio-blk-pci,drive=d0"
+                           : "ide-hd,drive=d0,secs=1,cyls=1,heads=1",
+                           extra, devices ? devices : "");
+    return qtest_init_ext(NULL, args, capabilities, true);
 }
 
 static char *query_str(QTestState *qts, const char *command,
@@ -109,6 +140,17 @@ static void wait_running(QTestState *qts)
     }
 }
 
+static void wait_colo_mode(QTestState *qts, const char *mode)
+{
+    gint64 deadline = g_get_monotonic_time() +
+                      COLO_TIMEOUT_S * G_USEC_PER_SEC;
+
+    while (!colo_mode_is(qts, mode)) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(50 * 1000);
+    }
+}
+
 /* Poll until both VMs are in COLO mode @pmode and @smode. */
 static void wait_colo_modes(ColoPair *pair, const char *pmode,
                             const char *smode)
@@ -123,11 +165,14 @@ static void wait_colo_modes(ColoPair *pair, const char *pmode,
     }
 }
 
-static void enable_x_colo(QTestState *qts)
+static void enable_x_colo(ColoPair *pair, QTestState *qts)
 {
     qtest_qmp_assert_success(qts, "{ 'execute': 'migrate-set-capabilities',"
                              "  'arguments': { 'capabilities': [ {"
-                             "    'capability': 'x-colo', 'state': true } ] } }");
+                             "    'capability': 'x-colo', 'state': true }, {"
+                             "    'capability': 'return-path', 'state': %i"
+                             "  } ] } }",
+                             pair->return_path);
 }
 
 /* @uri NULL: a UNIX socket in the pair's directory */
@@ -142,13 +187,13 @@ static void colo_pair_start_uri(ColoPair *pair, const uint8_t *boot_sector,
 
     pair->secondary = start_vm(pair, "secondary", "-incoming defer",
                                pair->devices);
-    enable_x_colo(pair->secondary);
+    enable_x_colo(pair, pair->secondary);
     qtest_qmp_assert_success(pair->secondary,
                              "{ 'execute': 'migrate-incoming',"
                              "  'arguments': { 'uri': %s } }", pair->uri);
 
     pair->primary = start_vm(pair, "primary", "", pair->devices);
-    enable_x_colo(pair->primary);
+    enable_x_colo(pair, pair->primary);
     /*
      * The guest dirties its RAM faster than the default bandwidth and
      * downtime allow a precopy to converge: let the first migration end
@@ -210,6 +255,42 @@ static void test_checkpoints(void)
     colo_pair_free(&pair);
 }
 
+/* What differs between the cases run on several set-ups */
+typedef struct ColoSetup {
+    const char *machine;
+    bool return_path;
+    const char *options;                /* more options for both VMs */
+} ColoSetup;
+
+static void colo_pair_setup(ColoPair *pair, const ColoSetup *setup)
+{
+    pair->machine = setup->machine;
+    pair->return_path = setup->return_path;
+    pair->devices = setup->options;
+}
+
+/*
+ * Checkpoints on another machine type or with other capabilities.  The
+ * secondary loads the device state of each checkpoint into a running
+ * machine; on q35, ICH9 LPC's post_load used to map its root complex
+ * register block a second time and the secondary aborted at its first
+ * checkpoint (its QMP socket then closes and the wait below fails).  With
+ * the return-path capability the first migration used to fail before COLO
+ * started.  Each checkpoint is waited for on the secondary: it stops the
+ * secondary's guest and starts it again once the state is loaded.
+ */
+static void test_checkpoints_on(const void *data)
+{
+    ColoPair pair = { 0 };
+
+    colo_pair_setup(&pair, data);
+    colo_pair_start(&pair, x86_bootsect);
+    wait_checkpoints(pair.secondary, CHECKPOINTS);
+    g_assert_true(colo_mode_is(pair.primary, "primary"));
+    g_assert_true(colo_mode_is(pair.secondary, "secondary"));
+    colo_pair_free(&pair);
+}
+
 static void wait_colo_exit(QTestState *qts, const char *mode,
                            const char *reason)
 {
@@ -245,6 +326,112 @@ static void test_failover_both_sides(void)
     wait_colo_modes(&pair, "none", "none");
     wait_running(pair.primary);
     wait_running(pair.secondary);
+    colo_pair_free(&pair);
+}
+
+/*
+ * Failover on one side: yank the COLO channel out of band (the main loop
+ * may be waiting on the peer) and tell that side its peer is gone; then
+ * the other side is killed.
+ */
+typedef struct FailoverCase {
+    ColoSetup setup;
+    bool secondary_survives;
+    bool during_checkpoint;             /* the secondary stopped for one */
+} FailoverCase;
+
+static void yank_migration_oob(QTestState *qts)
+{
+    QDict *rsp;
+
+    qtest_qmp_send(qts, "{ 'exec-oob': 'yank', 'id': 'yank-colo',"
+                   "  'arguments': { 'instances': ["
+                   "    { 'type': 'migration' } ] } }");
+    rsp = qtest_qmp_receive(qts);
+    g_assert_cmpstr(qdict_get_try_str(rsp, "id"), ==, "yank-colo");
+    g_assert_true(qdict_haskey(rsp, "return"));
+    qobject_unref(rsp);
+}
+
+/* The boot sector keeps incrementing the byte at X86_TEST_MEM_START. */
+static void wait_guest_progress(QTestState *qts)
+{
+    gint64 deadline = g_get_monotonic_time() +
+                      COLO_TIMEOUT_S * G_USEC_PER_SEC;
+    uint8_t first = qtest_readb(qts, X86_TEST_MEM_START);
+
+    while (qtest_readb(qts, X86_TEST_MEM_START) == first) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(10 * 1000);
+    }
+}
+
+/*
+ * The boot sector increments the first byte of each page from 1 MiB to
+ * 100 MiB in turn.  RAM of one execution, stopped anywhere, holds one
+ * value in the pages before the one it was at and that value minus one
+ * from there on: a single step down at most.  RAM mixed from two states
+ * (a torn checkpoint) would show more.  Stops the guest.
+ */
+#define RAM_CHUNK (256 * 1024)
+
+static void check_guest_ram(QTestState *qts)
+{
+    g_autofree uint8_t *chunk = g_malloc(RAM_CHUNK);
+    uint64_t addr;
+    size_t off;
+    uint8_t last, b;
+    int steps = 0;
+
+    qtest_qmp_assert_success(qts, "{ 'execute': 'stop' }");
+    last = qtest_readb(qts, X86_TEST_MEM_START);
+    for (addr = X86_TEST_MEM_START; addr < X86_TEST_MEM_END;
+         addr += RAM_CHUNK) {
+        qtest_memread(qts, addr, chunk, RAM_CHUNK);
+        for (off = 0; off < RAM_CHUNK; off += TEST_MEM_PAGE_SIZE) {
+            b = chunk[off];
+            if (b != last) {
+                g_assert_cmphex((uint8_t)(b + 1), ==, last);
+                steps++;
+                last = b;
+            }
+        }
+    }
+    g_assert_cmpint(steps, <=, 1);
+}
+
+static void test_failover(const void *data)
+{
+    const FailoverCase *fc = data;
+    ColoPair pair = { 0 };
+    QTestState *survivor, *peer;
+
+    colo_pair_setup(&pair, &fc->setup);
+    colo_pair_start(&pair, x86_bootsect);
+    wait_checkpoints(pair.secondary, 2);
+    if (fc->secondary_survives) {
+        survivor = pair.secondary;
+        peer = pair.primary;
+    } else {
+        survivor = pair.primary;
+        peer = pair.secondary;
+    }
+    if (fc->during_checkpoint) {
+        /* both guests are stopped until the checkpoint ends */
+        qtest_qmp_eventwait(pair.secondary, "STOP");
+    }
+
+    yank_migration_oob(survivor);
+    qtest_qmp_assert_success(survivor,
+                             "{ 'execute': 'x-colo-lost-heartbeat' }");
+    /* by the yank ("error") or by the request, whichever came first */
+    qobject_unref(qtest_qmp_eventwait_ref(survivor, "COLO_EXIT"));
+    qtest_kill_qemu(peer);
+
+    wait_colo_mode(survivor, "none");
+    wait_running(survivor);
+    wait_guest_progress(survivor);
+    check_guest_ram(survivor);
     colo_pair_free(&pair);
 }
 
@@ -442,8 +629,24 @@ static void test_channel_nodelay(void)
     g_assert_cmpint(secondary, ==, 1);
 }
 
+/* q35 with two vCPUs and the return path: today's usual set-up */
+#define Q35_2VCPU_RP { .machine = "q35", .return_path = true, \
+                       .options = "-smp 2" }
+
+static const ColoSetup q35 = { .machine = "q35" };
+static const ColoSetup pc_return_path = { .return_path = true };
+static const ColoSetup q35_return_path = Q35_2VCPU_RP;
+static const FailoverCase failover_cases[] = {
+    { Q35_2VCPU_RP, .secondary_survives = true },
+    { Q35_2VCPU_RP, .secondary_survives = true, .during_checkpoint = true },
+    { Q35_2VCPU_RP, .secondary_survives = false },
+    { Q35_2VCPU_RP, .secondary_survives = false, .during_checkpoint = true },
+};
+
 int main(int argc, char **argv)
 {
+    size_t i;
+
     g_test_init(&argc, &argv, NULL);
 
     if (!qtest_has_accel("tcg")) {
@@ -458,6 +661,22 @@ int main(int argc, char **argv)
     qtest_add_func("/colo-ha/colo/channel-nodelay", test_channel_nodelay);
     qtest_add_func("/colo-ha/colo/secondary-virtio-enabled",
                    test_secondary_virtio_enabled);
+
+    qtest_add_data_func("/colo-ha/colo/q35/checkpoints", &q35,
+                        test_checkpoints_on);
+    qtest_add_data_func("/colo-ha/colo/return-path/checkpoints",
+                        &pc_return_path, test_checkpoints_on);
+    qtest_add_data_func("/colo-ha/colo/q35/return-path/checkpoints",
+                        &q35_return_path, test_checkpoints_on);
+    for (i = 0; i < G_N_ELEMENTS(failover_cases); i++) {
+        const FailoverCase *fc = &failover_cases[i];
+        g_autofree char *path = g_strdup_printf(
+            "/colo-ha/colo/q35/failover/%s/%s",
+            fc->secondary_survives ? "secondary" : "primary",
+            fc->during_checkpoint ? "during-checkpoint" : "idle");
+
+        qtest_add_data_func(path, fc, test_failover);
+    }
 
     return g_test_run();
 }
