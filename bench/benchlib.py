@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Shared pieces of the fork's benchmarks: binaries, the test guest, QEMU
 processes with a QMP socket, and percentile statistics."""
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Benchmark: what COLO costs a client, and how long a failover interrupts it.
 
 Reuses the machinery of tests/colo/colo-e2e.py (network namespaces, bridge,

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Benchmark: how fast is a VM made safe for failover?
 
 A running guest (the COLO test guest: a background disk writer plus a TCP

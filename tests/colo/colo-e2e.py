@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """End-to-end COLO test: real guest, real TCP client, documented procedure.
 
 Runs upstream's docs/COLO-FT.txt procedure under TCG with the test guest of

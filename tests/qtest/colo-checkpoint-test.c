@@ -1,4 +1,6 @@
 /*
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
  * QTest testcase: minimal COLO pairs checkpoint running TCG guests
  *
  * Two QEMUs under TCG, a boot sector as the guest, no network filters and

@@ -1,4 +1,6 @@
 /*
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
  * QTest testcase: colo-compare around a checkpoint
  *
  * colo-compare sits on the COLO primary and releases a TCP segment of the

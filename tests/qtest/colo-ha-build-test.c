@@ -1,4 +1,6 @@
 /*
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
  * QTest testcase: this build is the COLO-HA fork and carries every COLO piece
  *
  * A distribution or configure change that silently drops replication, the

@@ -1,4 +1,6 @@
 /*
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
  * QTest testcase: quorum refuses a replication child of the wrong size
  *
  * COLO's primary adds the secondary's disk (through NBD) to its quorum
