@@ -561,8 +561,9 @@ def main():
                     exist_ok=True)
         demo.draw(args.out)
         say("The picture of the client's round trips, with checkpoints, "
-            "protect runs, the kill and the failover marked: %s"
-            % os.path.abspath(args.out))
+            "protect runs, the kill and the failover marked%s: %s"
+            % ("" if ok else " (up to where the demo stopped)",
+               os.path.abspath(args.out)))
     say("Done%s; nothing is left running." % ("" if ok else " (FAILED)"))
     return 0 if ok else 1
 
