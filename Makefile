@@ -7,8 +7,11 @@
 #   make check-full make check plus the longer runs of fork/check-suites-full
 #   make check-one SUITE=name   one suite of fork/check-suites (substring)
 #   make bench      benchmarks under bench/ (fork vs upstream)
-#   make demo       install deps, build, then a COLO pair + client, kill the
-#                   primary, fail over (timeline)
+#   make demo       install deps, build, then a new user's story with qemu-colo:
+#                   check, start, protect, a client, kill -9 of the primary,
+#                   failover, protect again, stop; draws the client's round
+#                   trips (build/demo/*.png)
+#   make demo-e2e   the end-to-end test's timeline (colo-e2e.py --demo)
 #   make prepare    (re)prepare build/qemu from the pin + patches/ + overlay
 #   make export-patches         regenerate patches/ from build/qemu's commits
 #   make install    install the programs, qemu-colo and the docs into
@@ -33,13 +36,13 @@ TEST_TARGETS := $(shell sed -e 's/\#.*//' fork/check-suites 2>/dev/null | \
 	     $$1 ~ /^test-/ { print "tests/unit/" $$1 }')
 
 .PHONY: all deps prepare configure build check check-full check-one bench \
-	demo export-patches install clean
+	demo demo-e2e export-patches install clean
 
 all: build
 
 # Only the README's two commands (make check, make demo) install packages;
 # every other target just checks that they are there.
-INSTALL_GOALS := check check-full demo
+INSTALL_GOALS := check check-full demo demo-e2e
 ifneq ($(filter $(INSTALL_GOALS),$(MAKECMDGOALS)),)
 deps:
 	@fork/install-deps
@@ -79,10 +82,17 @@ bench: build
 export-patches:
 	@fork/export-patches
 
-# A COLO pair with the test guest and a client in network namespaces: COLO up,
-# checkpoints, primary killed, failover, client continues, disk verified.
-# Needs root; leaves nothing running.
+# qemu-colo on the annotated example pair (docs/system/colo-pair.toml) with
+# the test guest and a client in network namespaces: check, start, protect,
+# status, kill -9 of the primary, failover, protect again, stop; prints each
+# step and the path of a picture of the client's round-trip times.  Needs
+# root; leaves nothing running.
 demo: build
+	/usr/bin/python3 tests/colo/demo.py
+
+# The end-to-end test as a timeline: checkpoints forced by differing
+# replies, both failovers and resumes, a wrong-sized secondary, a cut link.
+demo-e2e: build
 	/usr/bin/python3 tests/colo/colo-e2e.py --demo
 
 # The programs, qemu-colo, the docs and the Pacemaker agents; PREFIX and
