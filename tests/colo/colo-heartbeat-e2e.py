@@ -13,6 +13,21 @@ documented COLO start-up) and adds a colo-heartbeat object to both QEMUs
   2. the secondary's disk holds every write the client was told was done
   3. kill -9 of the secondary: the primary continues alone by itself and
      the client's connection continues
+  4. the link between the two drops every packet (COLO channels and
+     heartbeat alike): both sides report silence (action none) and
+     neither acts, both monitors answer, no reply reaches the client
+     (rule 2)
+  5. the test then plays the manager and fails the secondary over: it
+     serves the client; when the link returns, the old primary stands
+     down into failover-safe (colo-peer-took-over) and sent no frame
+     since the silence began: one responder only (rule 3)
+  6. SIGSTOP of the primary for three times the timeout, then SIGCONT:
+     the secondary reports silence and does nothing, both keep their
+     roles, the heartbeat is restored and the client continues (rule 2)
+  7. a memory failure on the primary under memory-failure=freeze: it
+     freezes with its image released, the secondary takes over at once
+     (peer-failover-safe, action failover) and the client's connection
+     continues (rule 4)
 
 Needs root (network namespaces, taps), like colo-e2e.py.
 """
@@ -34,14 +49,23 @@ _spec.loader.exec_module(e2e)
 
 HB_PORT = 9010
 HB_ARGS = "interval=100,timeout=1000,failover=auto"
-TOTAL = 3
-GLOBAL_TIMEOUT = 400
+TOTAL = 7
+GLOBAL_TIMEOUT = 900
 
 
-def heartbeat_pair(tag):
+# every link between the two QEMUs, the heartbeat's included
+SILENT_LINK_RULE = ["OUTPUT", "-o", "lo", "-p", "tcp", "-m", "multiport",
+                    "--ports", ",".join(str(p) for p in
+                                        e2e.COLO_LINK_PORTS + (HB_PORT,)),
+                    "-j", "DROP"]
+SLACK = 10                      # seconds beyond timeout for an event
+
+
+def heartbeat_pair(tag, primary_extra=()):
     """A pair started the documented way, each QEMU with a
     colo-heartbeat object (the secondary listens at 127.0.0.2)."""
     pair = e2e.Pair(tag)
+    pair.p.args += list(primary_extra)
     pair.s.args += [
         "-chardev", "socket,id=hbc,host=127.0.0.2,port=%d,server=on,"
                     "wait=off" % HB_PORT,
@@ -170,6 +194,219 @@ def scenario_secondary_killed():
             "itself, the client's connection continues", diag)
 
 
+def frames_sent(tap_dev):
+    """Frames the QEMU behind @tap_dev has written to it so far (a tap
+    counts what its user space writes as received)."""
+    r = e2e.run(["cat", "/sys/class/net/%s/statistics/rx_packets" % tap_dev],
+                ns=e2e.NS_HOST)
+    return int(r.stdout)
+
+
+def replies_between(client, t0, t1):
+    with client.lock:
+        return [r for r in client.replies if t0 <= r[0] < t1]
+
+
+def colo_modes(pair):
+    return (pair.p.ok("query-colo-status")["mode"],
+            pair.s.ok("query-colo-status")["mode"])
+
+
+def image_unlocked(path):
+    """Whether another process may open @path now: qemu-img refuses an
+    image whose write lock a running QEMU holds."""
+    return e2e.run([e2e.QEMU_IMG, "info", path], check=False).returncode == 0
+
+
+def scenario_silent_link():
+    """Tests 4 and 5: every packet between the two dropped."""
+    pair = heartbeat_pair("hb3")
+    client = e2e.Client()
+    diag, ok, cut = [], False, False
+    stage = {}
+    try:
+        start_serving(pair, client)
+        client.wait_replies(client.count() + 3, 10)
+        e2e.run(["iptables", "-w", "-I"] + SILENT_LINK_RULE, ns=e2e.NS_HOST)
+        cut = True
+        t_cut = time.monotonic()
+        e2e.log("link cut: every packet between the QEMUs dropped")
+        lost = [wait_event(vm, "COLO_HEARTBEAT_LOST", 1 + SLACK)
+                for vm in (pair.p, pair.s)]
+        t_lost = time.monotonic()
+        diag.append("events: %s" % json.dumps(
+            [ev and ev["data"] for ev in lost]))
+        if None in lost:
+            raise RuntimeError("no COLO_HEARTBEAT_LOST on both sides")
+        sent_p = frames_sent(e2e.TAP_P)
+        # Rule 2: nothing happens while the manager has not decided.
+        # Watch for twice the timeout: both answer, both keep their role.
+        modes = set()
+        while time.monotonic() < t_lost + 2:
+            modes.add(colo_modes(pair))
+            time.sleep(0.2)
+        silent = replies_between(client, t_lost, time.monotonic())
+        diag += ["modes while silent: %s" % sorted(modes),
+                 "replies after both reported silence: %d" % len(silent)]
+        e2e.log("silence reported %.0f ms after the cut; roles kept: %s"
+                % ((t_lost - t_cut) * 1000, sorted(modes)))
+        ok = (all(ev["data"]["reason"] == "silence" and
+                  ev["data"]["action"] == "none" for ev in lost) and
+              modes == {("primary", "secondary")} and not silent)
+        stage.update(sent_p=sent_p, ok=ok)
+    except Exception as e:
+        diag.append("exception: %s" % e)
+        diag += traceback.format_exc().splitlines()[-4:]
+    e2e.tap(ok, "link dropping every packet: both sides report silence "
+            "(action none), neither acts, both answer, no reply reaches "
+            "the client", diag)
+
+    diag, ok = [], False
+    try:
+        if not stage.get("ok"):
+            raise RuntimeError("skipped: the silence went wrong")
+        n0 = client.count()
+        ev0 = len(pair.p.events)
+        e2e.log("the manager chooses the secondary: documented secondary "
+                "failover")
+        e2e.secondary_failover(pair.s)
+        served = client.wait_replies(n0 + 5, 60)
+        diag.append("replies from the secondary: %d, errors %s"
+                    % (client.count() - n0, client.errors[:3]))
+        e2e.run(["iptables", "-w", "-D"] + SILENT_LINK_RULE, ns=e2e.NS_HOST)
+        cut = False
+        t_back = time.monotonic()
+        e2e.log("link restored")
+        fs = wait_event(pair.p, "FAILOVER_SAFE", 120)
+        hb = [ev for ev in pair.p.events[ev0:]
+              if ev["event"] == "COLO_HEARTBEAT_LOST"]
+        diag.append("old primary: FAILOVER_SAFE %s, COLO_HEARTBEAT_LOST %s"
+                    % (fs and json.dumps(fs["data"]),
+                       [ev["data"] for ev in hb]))
+        if fs:
+            e2e.log("old primary stood down %.0f ms after the link came "
+                    "back: %s" % ((time.monotonic() - t_back) * 1000,
+                                  fs["data"]["reason"]))
+        n1 = client.count()
+        more = client.wait_replies(n1 + 5, 60)
+        status = pair.p.ok("query-status")["status"]
+        extra = frames_sent(e2e.TAP_P) - stage["sent_p"]
+        diag += ["old primary status %s; frames it sent since the silence "
+                 "began: %d" % (status, extra),
+                 "client errors %s" % client.errors[:3]]
+        ok = (served and more and fs is not None and
+              fs["data"]["reason"] == "colo-peer-took-over" and
+              any(ev["data"]["reason"] == "peer-took-over" and
+                  ev["data"]["action"] == "stand-down" for ev in hb) and
+              status == "failover-safe" and extra == 0 and
+              not client.errors and
+              pair.s.ok("query-colo-status")["mode"] == "none")
+    except Exception as e:
+        diag.append("exception: %s" % e)
+        diag += traceback.format_exc().splitlines()[-4:]
+    finally:
+        if cut:
+            e2e.run(["iptables", "-w", "-D"] + SILENT_LINK_RULE,
+                    ns=e2e.NS_HOST, check=False)
+    client.finish()
+    e2e.tap(ok, "the manager fails the secondary over during the silence: "
+            "it serves; when the link returns the old primary stands down "
+            "(colo-peer-took-over) having sent no frame: one responder",
+            diag)
+
+
+def scenario_primary_stopped():
+    """Test 6: SIGSTOP of the primary, longer than the timeout."""
+    pair = heartbeat_pair("hb4")
+    client = e2e.Client()
+    diag, ok, stopped = [], False, False
+    try:
+        start_serving(pair, client)
+        ev0 = len(pair.s.events)
+        os.kill(pair.p.proc.pid, signal.SIGSTOP)
+        stopped = True
+        t_stop = time.monotonic()
+        e2e.log("primary stopped (SIGSTOP)")
+        lost = wait_event(pair.s, "COLO_HEARTBEAT_LOST", 1 + SLACK)
+        modes = set()
+        while time.monotonic() < t_stop + 3:    # three times the timeout
+            modes.add(pair.s.ok("query-colo-status")["mode"])
+            time.sleep(0.2)
+        os.kill(pair.p.proc.pid, signal.SIGCONT)
+        stopped = False
+        e2e.log("primary continued (SIGCONT) after %.1f s"
+                % (time.monotonic() - t_stop))
+        restored = wait_event(pair.s, "COLO_HEARTBEAT_RESTORED", 30)
+        n0 = client.count()
+        more = client.wait_replies(n0 + 5, 60)
+        after = colo_modes(pair)
+        hb = [ev["data"] for ev in pair.s.events[ev0:]
+              if ev["event"].startswith("COLO_HEARTBEAT")]
+        diag += ["secondary's heartbeat events: %s" % json.dumps(hb),
+                 "secondary's modes while the primary was stopped: %s"
+                 % sorted(modes), "modes after: %s" % (after,),
+                 "client errors %s" % client.errors[:3]]
+        ok = (lost is not None and lost["data"]["reason"] == "silence" and
+              lost["data"]["action"] == "none" and restored is not None and
+              modes == {"secondary"} and after == ("primary", "secondary")
+              and more and not client.errors)
+    except Exception as e:
+        diag.append("exception: %s" % e)
+        diag += traceback.format_exc().splitlines()[-4:]
+    finally:
+        if stopped:
+            os.kill(pair.p.proc.pid, signal.SIGCONT)
+    client.finish()
+    e2e.tap(ok, "SIGSTOP of the primary longer than the timeout, then "
+            "SIGCONT: silence reported, nothing done, both keep their "
+            "roles, the client continues", diag)
+
+
+def scenario_memory_failure_hands_over():
+    """Test 7: rule 4, a memory failure on a freezing primary."""
+    pair = heartbeat_pair("hb5", ["-action", "memory-failure=freeze"])
+    client = e2e.Client()
+    diag, ok = [], False
+    try:
+        start_serving(pair, client)
+        locked = not image_unlocked(pair.pdisk)
+        client.wait_replies(client.count() + 3, 10)
+        n0 = client.count()
+        pair.p.ok("x-inject-memory-failure", address=0x4000000,
+                  **{"action-required": True})
+        e2e.log("memory failure injected on the primary (freeze)")
+        fs = wait_event(pair.p, "FAILOVER_SAFE", 30)
+        sent = frames_sent(e2e.TAP_P)
+        lost = wait_event(pair.s, "COLO_HEARTBEAT_LOST", 30)
+        more = client.wait_replies(n0 + 5, 60)
+        status = pair.p.ok("query-status")["status"]
+        mode = pair.s.ok("query-colo-status")["mode"]
+        unlocked = image_unlocked(pair.pdisk)
+        extra = frames_sent(e2e.TAP_P) - sent
+        diag += ["primary: FAILOVER_SAFE %s, status %s"
+                 % (fs and json.dumps(fs["data"]), status),
+                 "secondary: COLO_HEARTBEAT_LOST %s, colo mode %s"
+                 % (lost and json.dumps(lost["data"]), mode),
+                 "primary image locked while serving: %s, free after: %s"
+                 % (locked, unlocked),
+                 "frames the frozen primary sent after its event: %d" % extra,
+                 "replies after the fault %d, errors %s"
+                 % (client.count() - n0, client.errors[:3])]
+        ok = (fs is not None and status == "failover-safe" and
+              lost is not None and
+              lost["data"]["reason"] == "peer-failover-safe" and
+              lost["data"]["action"] == "failover" and mode == "none" and
+              locked and unlocked and extra == 0 and more and
+              not client.errors)
+    except Exception as e:
+        diag.append("exception: %s" % e)
+        diag += traceback.format_exc().splitlines()[-4:]
+    client.finish()
+    e2e.tap(ok, "memory failure on the primary under memory-failure=freeze: "
+            "it freezes with its image released, the secondary takes over "
+            "at once (peer-failover-safe), the client continues", diag)
+
+
 def main():
     e2e.init(demo="--demo" in sys.argv, keep="--keep" in sys.argv)
     signal.signal(signal.SIGTERM, e2e.on_signal)
@@ -191,6 +428,12 @@ def main():
         scenario_primary_killed()
         e2e.cleanup_vms()
         scenario_secondary_killed()
+        e2e.cleanup_vms()
+        scenario_silent_link()
+        e2e.cleanup_vms()
+        scenario_primary_stopped()
+        e2e.cleanup_vms()
+        scenario_memory_failure_hands_over()
     except BaseException as e:
         e2e.log("aborted: %s" % e)
         for line in traceback.format_exc().splitlines()[-6:]:
