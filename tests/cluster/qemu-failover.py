@@ -21,6 +21,12 @@ TAP cases:
   4. after the kept copy was quit and the failure cleaned up, an
      operator's ha-quiesce on node-b: Pacemaker starts the VM on node-a
      again, its guest answers; node-b's QEMU is kept frozen
+  5. the same once more, node-b released: a guest panic on node-a under
+     panic=freeze (the pvpanic device's port written with the
+     "panicked" bit through HMP `o`, the device path a guest's pvpanic
+     driver takes): Pacemaker starts the VM on node-b, its guest
+     answers; node-a's QEMU is kept frozen (reason guest-panic), its
+     memory dumps, nothing fenced
 
 Timings (fault, FAILOVER_SAFE, report to the cluster, QEMU running on the
 other node, guest serving) are printed as TAP comments from the
@@ -95,6 +101,7 @@ def vm_args(g, disk):
         % (PORT, GUEST_IP, PORT),
         "-device virtio-net-pci,netdev=n0,romfile=",
         "-drive if=ide,id=disk0,driver=qcow2,file=%s" % disk,
+        "-device pvpanic",
     ])
 
 
@@ -344,8 +351,40 @@ def scenario(c, work):
     if not ok_move:
         return
 
-    # Release node-a: quit the kept copy, clean the failure up.
-    q = QEMUMonitorProtocol(a.root(kept_a[-1] + "/qmp.sock"))
+    release(c, a, kept_a, pid_a, "node-b")
+
+    def operator(q):
+        r = q.cmd("ha-quiesce", reason="operator")
+        log("ha-quiesce: %s" % r)
+
+    ok_move, ok_kept, diag, t2, pid_b, kept_b = fail_over(
+        c, "node-b", "node-a", operator, "operator", work, "op")
+    tap(ok_move and ok_kept, "an operator's ha-quiesce on node-b: the VM "
+        "moves to node-a and serves; node-b's QEMU is kept frozen",
+        diag if not (ok_move and ok_kept) else diag[:1])
+    if not (ok_move and ok_kept):
+        return
+
+    release(c, b, kept_b, pid_b, "node-a")
+
+    def guest_panic(q):
+        # bit 0 of the pvpanic port: "guest panicked"
+        r = q.cmd("human-monitor-command", **{"command-line":
+                                              "o /b 0x505 1"})
+        log("pvpanic port written: %r" % r)
+
+    ok_move, ok_kept, diag, t3, _, _ = fail_over(
+        c, "node-a", "node-b", guest_panic, "guest-panic", work, "panic")
+    tap(ok_move and ok_kept, "a guest panic on node-a under panic=freeze: "
+        "the VM moves to node-b and serves; node-a's QEMU is kept frozen "
+        "(guest-panic), its memory dumps, nothing fenced",
+        diag if not (ok_move and ok_kept) else diag[:1])
+
+
+def release(c, node, kept, pid, where):
+    """Quit the frozen copy @node kept (@kept dirs, QEMU @pid) and clean
+    the failure up; the VM stays on @where."""
+    q = QEMUMonitorProtocol(node.root(kept[-1] + "/qmp.sock"))
     q.connect(negotiate=True)
     # QEMU may close the connection before its reply is read: cmd() or
     # close() then raise EOFError; the wait below checks it quit
@@ -354,20 +393,11 @@ def scenario(c, work):
         q.close()
     except Exception:   # noqa: BLE001
         pass
-    cluster.wait_for(lambda: not alive(pid_a), 30, "node-a's kept QEMU quit")
+    cluster.wait_for(lambda: not alive(pid), 30,
+                     "%s's kept QEMU quit" % node.hostname)
     c.crm(["crm_resource", "--cleanup", "--resource", "vm"])
-    cluster.wait_for(lambda: c.resource_node("vm") == "node-b", 60,
-                     "vm still on node-b after the clean-up")
-
-    def operator(q):
-        r = q.cmd("ha-quiesce", reason="operator")
-        log("ha-quiesce: %s" % r)
-
-    ok_move, ok_kept, diag, t2, _, _ = fail_over(
-        c, "node-b", "node-a", operator, "operator", work, "op")
-    tap(ok_move and ok_kept, "an operator's ha-quiesce on node-b: the VM "
-        "moves to node-a and serves; node-b's QEMU is kept frozen",
-        diag if not (ok_move and ok_kept) else diag[:1])
+    cluster.wait_for(lambda: c.resource_node("vm") == where, 60,
+                     "vm still on %s after the clean-up" % where)
 
 
 if __name__ == "__main__":
