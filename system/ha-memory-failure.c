@@ -234,8 +234,13 @@ static void ha_memory_failure_event(MemoryFailureRecipient recipient,
                     true, recipient, has_gpa, gpa, cpu_index, action);
 }
 
-/* Main thread, BQL held: apply the policy to one memory failure */
-static void ha_memory_failure_apply(int code, void *addr, int cpu_index)
+/*
+ * Main thread, BQL held: apply the policy to one memory failure.
+ * @resumable is false when the vCPU left the faulting access without
+ * its state being restored to the instruction: it must not run again.
+ */
+static void ha_memory_failure_apply(int code, void *addr, int cpu_index,
+                                    bool resumable)
 {
     bool ar = code == BUS_MCEERR_AR;
     bool freeze = memory_failure_policy == MEMORY_FAILURE_POLICY_FREEZE;
@@ -277,6 +282,18 @@ static void ha_memory_failure_apply(int code, void *addr, int cpu_index)
                                        MEMORY_FAILURE_ACTION_FREEZE, &flags);
         ha_quiesce_enter("memory-failure");
         return;
+    }
+    if (ar && !resumable) {
+        ha_memory_failure_event(MEMORY_FAILURE_RECIPIENT_GUEST, code,
+                                true, gpa, cpu_index,
+                                HARDWARE_ERROR_ACTION_FATAL);
+        qapi_event_send_memory_failure(MEMORY_FAILURE_RECIPIENT_GUEST,
+                                       MEMORY_FAILURE_ACTION_FATAL, &flags);
+        error_report("memory failure at guest address 0x%" PRIx64
+                     " consumed by host code run for vCPU %d: its state "
+                     "cannot be restored to the instruction, exiting",
+                     gpa, cpu_index);
+        exit(EXIT_FAILURE);
     }
     if (!cpu || !ha_arch_mce_supported(cpu)) {
         /* no machine check to inject: as KVM does, die or ignore */
@@ -350,7 +367,8 @@ static void ha_hwerr_bh(void *opaque)
              * the same page before the policy is applied must not
              * record it twice (ha_pending_seen()).
              */
-            ha_memory_failure_apply(p.code, p.addr, p.cpu_index);
+            ha_memory_failure_apply(p.code, p.addr, p.cpu_index,
+                                    p.left != TCG_HA_FAULT_HELPER);
             qatomic_store_release(&pending[i].busy, 0);
         }
     }
@@ -467,18 +485,6 @@ bool ha_hardware_error_sigbus_fault(CPUState *cpu, siginfo_t *info, void *uc)
                       "guest code that QEMU cannot leave, exiting\n");
         return true;
     }
-    if (where == TCG_HA_FAULT_HELPER && !freeze) {
-        /*
-         * The guest state cannot be restored to the faulting instruction
-         * from host code: the vCPU would resume with part of its
-         * translation block run twice.  Only a vCPU that never runs
-         * again may leave from here.
-         */
-        ha_sigbus_say("qemu: action-required memory failure in host code "
-                      "run for the guest; only memory-failure=freeze can "
-                      "take it, exiting\n");
-        return true;
-    }
     if (!hwerr_bh) {
         return true;
     }
@@ -487,7 +493,13 @@ bool ha_hardware_error_sigbus_fault(CPUState *cpu, siginfo_t *info, void *uc)
         ha_sigbus_say("qemu: too many memory failures pending, exiting\n");
         return true;
     }
-    ha_vcpu_exit_request(cpu, freeze);
+    /*
+     * From host code the guest state cannot be restored to the faulting
+     * instruction: the vCPU would resume with part of its translation
+     * block run twice.  It stops, and only freeze keeps QEMU alive
+     * (ha_memory_failure_apply()).
+     */
+    ha_vcpu_exit_request(cpu, freeze || where == TCG_HA_FAULT_HELPER);
     qemu_bh_schedule(hwerr_bh);
     tcg_ha_fault_leave(cpu, pc);
 }
@@ -509,13 +521,15 @@ int ha_hardware_error_memory_failure(CPUState *cpu, int code, void *host_addr)
             ha_memory_failure_record_kvm(code, host_addr, cpu);
             return 1;
         }
-        ha_memory_failure_apply(code, host_addr, cpu ? cpu->cpu_index : -1);
+        ha_memory_failure_apply(code, host_addr, cpu ? cpu->cpu_index : -1,
+                                true);
         return 0;
     }
 
     if (main_thread) {
         /* signalfd in the main loop: synchronous, BQL held */
-        ha_memory_failure_apply(code, host_addr, cpu ? cpu->cpu_index : -1);
+        ha_memory_failure_apply(code, host_addr, cpu ? cpu->cpu_index : -1,
+                                true);
         return 0;
     }
 

@@ -1562,6 +1562,32 @@ static void test_real_fault_inject(void)
     real_fault_end(&rf);
 }
 
+/*
+ * The same under inject, from host code: the vCPU's state cannot be
+ * restored to the faulting instruction, so it must not run again and
+ * there is no failover-safe state to keep it in: QEMU says so and
+ * exits (instead of faulting for ever and dying of SIGBUS).
+ */
+static void test_real_fault_helper_inject(void)
+{
+    RealFault rf;
+    QDict *ev;
+
+    real_fault_start(&rf, true, "");
+    real_fault_truncate(&rf);
+    ev = qtest_qmp_eventwait_ref(rf.qts, "HARDWARE_ERROR");
+    check_real_fault_error(qdict_get_qdict(qdict_get_qdict(ev, "data"),
+                                           "error"), "fatal");
+    qobject_unref(ev);
+    ev = qtest_qmp_eventwait_ref(rf.qts, "MEMORY_FAILURE");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "action"),
+                    ==, "fatal");
+    qobject_unref(ev);
+    qtest_set_expected_status(rf.qts, EXIT_FAILURE);
+    qtest_wait_qemu(rf.qts);
+    real_fault_end(&rf);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -1613,6 +1639,8 @@ int main(int argc, char **argv)
                             GINT_TO_POINTER(true), test_real_fault_freeze);
         qtest_add_func("/ha-quiesce/real-fault-inject-tcg",
                        test_real_fault_inject);
+        qtest_add_func("/ha-quiesce/real-fault-helper-inject-tcg",
+                       test_real_fault_helper_inject);
     }
     return g_test_run();
 }
