@@ -1436,7 +1436,8 @@ static int unlinked_tmp_file(const char *tmpl)
 }
 
 /* Start a TCG guest whose RAM is a file */
-static void real_fault_start(RealFault *rf, bool tlb_miss, const char *extra)
+static void real_fault_start(RealFault *rf, bool tlb_miss, const char *accel,
+                             const char *extra)
 {
     static const uint8_t invlpg[] = { 0x26, 0x0f, 0x01, 0x3e, 0x00, 0x00 };
     g_autofree uint8_t *disk = g_malloc0(DISK_SIZE);
@@ -1454,11 +1455,11 @@ static void real_fault_start(RealFault *rf, bool tlb_miss, const char *extra)
     g_assert(write(rf->disk_fd, disk, DISK_SIZE) == DISK_SIZE);
     rf->ram_fd = unlinked_tmp_file("ha-quiesce-ram-XXXXXX");
 
-    rf->qts = qtest_initf("-machine pc,memory-backend=ram0 -accel tcg "
+    rf->qts = qtest_initf("-machine pc,memory-backend=ram0 -accel %s "
                           "-cpu max -m 64 -object memory-backend-file,"
                           "id=ram0,size=64M,share=on,mem-path=/dev/fd/%d "
                           "-drive file=/dev/fd/%d,format=raw,if=ide %s",
-                          rf->ram_fd, rf->disk_fd, extra);
+                          accel, rf->ram_fd, rf->disk_fd, extra);
     /* the guest runs its loop, so the data page was reached */
     g_assert(!counter_stays(rf->qts, 1000000));
     qtest_qmp_assert_success(rf->qts, "{ 'execute': "
@@ -1492,17 +1493,30 @@ static void check_real_fault_error(QDict *err, const char *action)
 /*
  * A real fault under memory-failure=freeze, in translated code (the
  * page is in the TLB) or in the host code the guest's access calls
- * (every access misses the TLB): the vCPU leaves the access, the VM
- * freezes once, and QEMU stays alive and answers.
+ * (every access misses the TLB), with a thread per vCPU or one for all:
+ * the vCPU leaves the access, the VM freezes once, and QEMU stays alive
+ * and answers.
  */
+typedef struct RealFaultCase {
+    bool tlb_miss;
+    const char *accel;
+} RealFaultCase;
+
+static const RealFaultCase real_fault_tb = { false, "tcg" };
+static const RealFaultCase real_fault_helper = { true, "tcg" };
+static const RealFaultCase real_fault_tb_single = {
+    false, "tcg,thread=single"
+};
+
 static void test_real_fault_freeze(gconstpointer opaque)
 {
-    bool tlb_miss = GPOINTER_TO_INT(opaque);
+    const RealFaultCase *c = opaque;
     RealFault rf;
     EventLog log;
     QDict *ev, *rsp;
 
-    real_fault_start(&rf, tlb_miss, "-action memory-failure=freeze");
+    real_fault_start(&rf, c->tlb_miss, c->accel,
+                     "-action memory-failure=freeze");
     event_log_start(rf.qts, &log);
     real_fault_truncate(&rf);
 
@@ -1537,7 +1551,7 @@ static void test_real_fault_inject(void)
     QDict *ev;
     int i;
 
-    real_fault_start(&rf, false, "");
+    real_fault_start(&rf, false, "tcg", "");
     real_fault_truncate(&rf);
     ev = qtest_qmp_eventwait_ref(rf.qts, "HARDWARE_ERROR");
     check_real_fault_error(qdict_get_qdict(qdict_get_qdict(ev, "data"),
@@ -1573,7 +1587,7 @@ static void test_real_fault_helper_inject(void)
     RealFault rf;
     QDict *ev;
 
-    real_fault_start(&rf, true, "");
+    real_fault_start(&rf, true, "tcg", "");
     real_fault_truncate(&rf);
     ev = qtest_qmp_eventwait_ref(rf.qts, "HARDWARE_ERROR");
     check_real_fault_error(qdict_get_qdict(qdict_get_qdict(ev, "data"),
@@ -1634,9 +1648,11 @@ int main(int argc, char **argv)
         qtest_add_func("/ha-quiesce/gdb-continue-tcg",
                        test_gdb_continue_tcg);
         qtest_add_data_func("/ha-quiesce/real-fault-freeze-tcg",
-                            GINT_TO_POINTER(false), test_real_fault_freeze);
+                            &real_fault_tb, test_real_fault_freeze);
         qtest_add_data_func("/ha-quiesce/real-fault-helper-freeze-tcg",
-                            GINT_TO_POINTER(true), test_real_fault_freeze);
+                            &real_fault_helper, test_real_fault_freeze);
+        qtest_add_data_func("/ha-quiesce/real-fault-freeze-tcg-single",
+                            &real_fault_tb_single, test_real_fault_freeze);
         qtest_add_func("/ha-quiesce/real-fault-inject-tcg",
                        test_real_fault_inject);
         qtest_add_func("/ha-quiesce/real-fault-helper-inject-tcg",
