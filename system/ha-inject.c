@@ -6,7 +6,8 @@
  * x-inject-memory-failure raises a real SIGBUS in-process (the kernel here
  * has no memory-failure support), so that the real handler path runs;
  * x-inject-internal-error runs, on the thread of vCPU 0, the function KVM
- * calls when KVM_RUN fails.  Linux only.
+ * calls when KVM_RUN fails; x-memory-failure-on-bus-adrerr lets a test
+ * make the guest's own access fault for real.  Linux only.
  *
  * Copyright (c) 2026 COLO-HA fork
  */
@@ -31,6 +32,7 @@
 static int ha_send_sigbus(uintptr_t host, bool action_required)
 {
     siginfo_t info;
+    int ret;
 
     memset(&info, 0, sizeof(info));
     info.si_signo = SIGBUS;
@@ -39,10 +41,15 @@ static int ha_send_sigbus(uintptr_t host, bool action_required)
     info.si_addr_lsb = ctz64(qemu_real_host_page_size());
     /*
      * The kernel only lets a thread queue a positive si_code to itself,
-     * so the target thread sends it.
+     * so the target thread sends it.  The signal is delivered before
+     * the syscall returns; the flag tells the handler that no access
+     * faulted (there is no guest code to leave).
      */
-    return syscall(SYS_rt_tgsigqueueinfo, getpid(), syscall(SYS_gettid),
-                   SIGBUS, &info);
+    ha_sigbus_injecting = true;
+    ret = syscall(SYS_rt_tgsigqueueinfo, getpid(), syscall(SYS_gettid),
+                  SIGBUS, &info);
+    ha_sigbus_injecting = false;
+    return ret;
 }
 
 static void ha_sigbus_on_vcpu(CPUState *cpu, run_on_cpu_data data)
@@ -192,4 +199,9 @@ void qmp_x_inject_internal_error(Error **errp)
     }
     async_run_on_cpu(first_cpu, ha_internal_error_on_vcpu,
                      RUN_ON_CPU_NULL);
+}
+
+void qmp_x_memory_failure_on_bus_adrerr(bool enable, Error **errp)
+{
+    qatomic_set(&ha_test_adrerr_is_memory_failure, enable);
 }

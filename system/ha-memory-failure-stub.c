@@ -18,6 +18,11 @@ int ha_hardware_error_memory_failure(CPUState *cpu, int code,
     return 1;
 }
 
+bool ha_hardware_error_sigbus_fault(CPUState *cpu, siginfo_t *info, void *uc)
+{
+    return false;
+}
+
 void ha_hardware_error_vcpu_thread_init(void)
 {
 }

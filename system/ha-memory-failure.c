@@ -26,9 +26,11 @@
 #include "system/address-spaces.h"
 #include "system/ramblock.h"
 #include "system/kvm.h"
+#include "system/tcg.h"
 #include "system/runstate-action.h"
 #include "system/ha-quiesce.h"
 #include "ha-quiesce-int.h"
+#include "trace.h"
 
 #define HA_POISON_MAX 256
 
@@ -48,11 +50,15 @@ typedef struct HaPending {
     int code;
     void *addr;
     int cpu_index;
-    int busy;           /* 0 free, 1 being written, 2 ready */
+    int left;           /* TcgHaFault: the vCPU left guest code from there */
+    int busy;           /* 0 free, 1 being written, 2 ready, 3 applying */
 } HaPending;
 
 static HaPending pending[HA_PENDING_MAX];
 static QEMUBH *hwerr_bh;
+
+__thread bool ha_sigbus_injecting;
+bool ha_test_adrerr_is_memory_failure;
 
 uint64_t ha_memory_failure_untracked_pages(void)
 {
@@ -228,8 +234,13 @@ static void ha_memory_failure_event(MemoryFailureRecipient recipient,
                     true, recipient, has_gpa, gpa, cpu_index, action);
 }
 
-/* Main thread, BQL held: apply the policy to one memory failure */
-static void ha_memory_failure_apply(int code, void *addr, int cpu_index)
+/*
+ * Main thread, BQL held: apply the policy to one memory failure.
+ * @resumable is false when the vCPU left the faulting access without
+ * its state being restored to the instruction: it must not run again.
+ */
+static void ha_memory_failure_apply(int code, void *addr, int cpu_index,
+                                    bool resumable)
 {
     bool ar = code == BUS_MCEERR_AR;
     bool freeze = memory_failure_policy == MEMORY_FAILURE_POLICY_FREEZE;
@@ -271,6 +282,18 @@ static void ha_memory_failure_apply(int code, void *addr, int cpu_index)
                                        MEMORY_FAILURE_ACTION_FREEZE, &flags);
         ha_quiesce_enter("memory-failure");
         return;
+    }
+    if (ar && !resumable) {
+        ha_memory_failure_event(MEMORY_FAILURE_RECIPIENT_GUEST, code,
+                                true, gpa, cpu_index,
+                                HARDWARE_ERROR_ACTION_FATAL);
+        qapi_event_send_memory_failure(MEMORY_FAILURE_RECIPIENT_GUEST,
+                                       MEMORY_FAILURE_ACTION_FATAL, &flags);
+        error_report("memory failure at guest address 0x%" PRIx64
+                     " consumed by host code run for vCPU %d: its state "
+                     "cannot be restored to the instruction, exiting",
+                     gpa, cpu_index);
+        exit(EXIT_FAILURE);
     }
     if (!cpu || !ha_arch_mce_supported(cpu)) {
         /* no machine check to inject: as KVM does, die or ignore */
@@ -325,16 +348,28 @@ static void ha_hwerr_bh(void *opaque)
     int i;
 
     for (i = 0; i < HA_PENDING_MAX; i++) {
-        if (qatomic_load_acquire(&pending[i].busy) == 2) {
+        if (qatomic_cmpxchg(&pending[i].busy, 2, 3) == 2) {
             HaPending p = pending[i];
 
+            if (p.left != TCG_HA_FAULT_NONE) {
+                trace_ha_memory_failure_fault_left(p.cpu_index, p.addr,
+                                                   p.left ==
+                                                   TCG_HA_FAULT_TRANSLATED ?
+                                                   "translated code" :
+                                                   "host code");
+            }
+
             /*
-             * Free the slot before applying the policy: applying it may
-             * freeze the VM, which polls the main AioContext, where this
-             * bottom half can run again and must not see the slot twice.
+             * The slot stays taken (3) while the policy is applied:
+             * applying it may freeze the VM, which polls the main
+             * AioContext, where this bottom half can run again and must
+             * not see the slot twice; and a vCPU that faults again on
+             * the same page before the policy is applied must not
+             * record it twice (ha_pending_seen()).
              */
+            ha_memory_failure_apply(p.code, p.addr, p.cpu_index,
+                                    p.left != TCG_HA_FAULT_HELPER);
             qatomic_store_release(&pending[i].busy, 0);
-            ha_memory_failure_apply(p.code, p.addr, p.cpu_index);
         }
     }
 }
@@ -351,10 +386,127 @@ void ha_hardware_error_vcpu_thread_init(void)
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }
 
+/*
+ * Signal handler: whether a failure of @cpu_index on the page of @addr
+ * is already waiting for (or in) the bottom half
+ */
+static bool ha_pending_seen(int cpu_index, void *addr)
+{
+    uintptr_t page = ha_page((uintptr_t)addr);
+    int i;
+
+    for (i = 0; i < HA_PENDING_MAX; i++) {
+        if (qatomic_load_acquire(&pending[i].busy) >= 2 &&
+            pending[i].cpu_index == cpu_index &&
+            ha_page((uintptr_t)pending[i].addr) == page) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Signal handler: queue a failure for the bottom half; false if full */
+static bool ha_pending_add(int code, void *addr, int cpu_index, int left)
+{
+    int i;
+
+    for (i = 0; i < HA_PENDING_MAX; i++) {
+        if (qatomic_cmpxchg(&pending[i].busy, 0, 1) == 0) {
+            pending[i].code = code;
+            pending[i].addr = addr;
+            pending[i].cpu_index = cpu_index;
+            pending[i].left = left;
+            qatomic_store_release(&pending[i].busy, 2);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Signal handler: make @cpu (this thread's) leave guest code soon */
+static void ha_vcpu_exit_request(CPUState *cpu, bool stop)
+{
+    /*
+     * With freeze the vCPU never runs guest code again once the bottom
+     * half stops it.
+     */
+    if (stop) {
+        qatomic_set(&cpu->stop, true);
+    }
+    /*
+     * What cpu_exit() does, minus qemu_cpu_kick(): the kick takes a
+     * mutex and broadcasts a condition variable, which a signal handler
+     * must not do.  No kick is needed: this handler runs on the vCPU's
+     * own thread, which checks both flags when it leaves the current
+     * translation block.
+     */
+    if (qemu_cpu_is_self(cpu)) {
+        qatomic_store_release(&cpu->exit_request, true);
+        qatomic_set(&cpu->neg.icount_decr.u16.high, -1);
+    }
+}
+
+/* Async-signal-safe message to stderr */
+static void ha_sigbus_say(const char *msg)
+{
+    ssize_t r = write(STDERR_FILENO, msg, strlen(msg));
+
+    (void)r;
+}
+
+bool ha_hardware_error_sigbus_fault(CPUState *cpu, siginfo_t *info, void *uc)
+{
+    bool freeze = memory_failure_policy == MEMORY_FAILURE_POLICY_FREEZE;
+    int code = info->si_code;
+    ram_addr_t offset;
+    uintptr_t pc;
+    TcgHaFault where;
+
+    if (!tcg_enabled() || ha_sigbus_injecting) {
+        /* KVM has its own path; a queued test signal is not a fault */
+        return false;
+    }
+    if (code == BUS_ADRERR && qatomic_read(&ha_test_adrerr_is_memory_failure)
+        && qemu_ram_block_from_host(info->si_addr, false, &offset)) {
+        code = BUS_MCEERR_AR;
+    }
+    if (code != BUS_MCEERR_AR) {
+        return false;
+    }
+
+    /*
+     * Returning would run the faulting access again.  Leave it if this
+     * is a vCPU running guest code, else die at once (as upstream does)
+     * rather than fault again for ever.
+     */
+    where = tcg_ha_fault_where(cpu, uc, &pc);
+    if (where == TCG_HA_FAULT_NONE) {
+        ha_sigbus_say("qemu: action-required memory failure outside "
+                      "guest code that QEMU cannot leave, exiting\n");
+        return true;
+    }
+    if (!hwerr_bh) {
+        return true;
+    }
+    if (!ha_pending_seen(cpu->cpu_index, info->si_addr) &&
+        !ha_pending_add(code, info->si_addr, cpu->cpu_index, where)) {
+        ha_sigbus_say("qemu: too many memory failures pending, exiting\n");
+        return true;
+    }
+    /*
+     * From host code the guest state cannot be restored to the faulting
+     * instruction: the vCPU would resume with part of its translation
+     * block run twice.  It stops, and only freeze keeps QEMU alive
+     * (ha_memory_failure_apply()).
+     */
+    ha_vcpu_exit_request(cpu, freeze || where == TCG_HA_FAULT_HELPER);
+    qemu_bh_schedule(hwerr_bh);
+    tcg_ha_fault_leave(cpu, pc);
+}
+
 int ha_hardware_error_memory_failure(CPUState *cpu, int code, void *host_addr)
 {
     bool main_thread = syscall(SYS_gettid) == getpid();
-    int i;
 
     if (code != BUS_MCEERR_AR && code != BUS_MCEERR_AO) {
         return 1;
@@ -369,13 +521,15 @@ int ha_hardware_error_memory_failure(CPUState *cpu, int code, void *host_addr)
             ha_memory_failure_record_kvm(code, host_addr, cpu);
             return 1;
         }
-        ha_memory_failure_apply(code, host_addr, cpu ? cpu->cpu_index : -1);
+        ha_memory_failure_apply(code, host_addr, cpu ? cpu->cpu_index : -1,
+                                true);
         return 0;
     }
 
     if (main_thread) {
         /* signalfd in the main loop: synchronous, BQL held */
-        ha_memory_failure_apply(code, host_addr, cpu ? cpu->cpu_index : -1);
+        ha_memory_failure_apply(code, host_addr, cpu ? cpu->cpu_index : -1,
+                                true);
         return 0;
     }
 
@@ -383,37 +537,13 @@ int ha_hardware_error_memory_failure(CPUState *cpu, int code, void *host_addr)
     if (!hwerr_bh) {
         return 1;
     }
-    for (i = 0; i < HA_PENDING_MAX; i++) {
-        if (qatomic_cmpxchg(&pending[i].busy, 0, 1) == 0) {
-            pending[i].code = code;
-            pending[i].addr = host_addr;
-            pending[i].cpu_index = cpu ? cpu->cpu_index : -1;
-            qatomic_store_release(&pending[i].busy, 2);
-            break;
-        }
-    }
-    if (i == HA_PENDING_MAX) {
+    if (!ha_pending_add(code, host_addr, cpu ? cpu->cpu_index : -1,
+                        TCG_HA_FAULT_NONE)) {
         return 1;
     }
     if (cpu) {
-        /*
-         * Leave the translated code at once; with freeze the vCPU never
-         * runs guest code again once the bottom half stops it.
-         */
-        if (memory_failure_policy == MEMORY_FAILURE_POLICY_FREEZE) {
-            qatomic_set(&cpu->stop, true);
-        }
-        /*
-         * What cpu_exit() does, minus qemu_cpu_kick(): the kick takes
-         * a mutex and broadcasts a condition variable, which a signal
-         * handler must not do.  No kick is needed: this handler runs on
-         * the vCPU's own thread, which checks both flags when it leaves
-         * the current translation block.
-         */
-        if (qemu_cpu_is_self(cpu)) {
-            qatomic_store_release(&cpu->exit_request, true);
-            qatomic_set(&cpu->neg.icount_decr.u16.high, -1);
-        }
+        ha_vcpu_exit_request(cpu, memory_failure_policy ==
+                             MEMORY_FAILURE_POLICY_FREEZE);
     }
     qemu_bh_schedule(hwerr_bh);
     return 0;

@@ -29,4 +29,19 @@ bool ha_poison_add(uintptr_t host, uint64_t gpa);
 /* Poisoned pages the table had no room for (ha-memory-failure.c) */
 uint64_t ha_memory_failure_untracked_pages(void);
 
+/*
+ * Set while this thread queues a SIGBUS to itself for
+ * x-inject-memory-failure: the handler then knows the signal is not a
+ * real fault (ha-inject.c, ha-memory-failure.c)
+ */
+extern __thread bool ha_sigbus_injecting;
+
+/*
+ * Test only (x-memory-failure-on-bus-adrerr): a real BUS_ADRERR fault at
+ * a host address in guest RAM is taken as an action-required memory
+ * failure, so that a test can make the guest's own access fault for
+ * real (a memory-backend-file truncated under the guest)
+ */
+extern bool ha_test_adrerr_is_memory_failure;
+
 #endif

@@ -76,6 +76,40 @@ void ha_hardware_error_internal(CPUState *cpu);
 int ha_hardware_error_memory_failure(CPUState *cpu, int code,
                                      void *host_addr);
 
+/*
+ * The SIGBUS handler's first step (system/cpus.c), before it looks at
+ * si_code: a real fault (not a signal queued by x-inject-memory-failure)
+ * that is an action-required memory failure in guest RAM taken by a TCG
+ * vCPU running guest code is recorded, the policy is deferred to the
+ * main loop, and the vCPU leaves the guest code: the function does not
+ * return.  It returns true when the fault is such a failure but cannot
+ * be handled (the caller re-raises SIGBUS, i.e. QEMU dies as upstream
+ * does), false when the signal is not its business.
+ */
+bool ha_hardware_error_sigbus_fault(CPUState *cpu, siginfo_t *info,
+                                    void *uc);
+
+/* Where a SIGBUS interrupted a TCG vCPU (accel/tcg/tcg-ha-fault.c) */
+typedef enum TcgHaFault {
+    TCG_HA_FAULT_NONE,          /* not in cpu_exec(), or not safe to leave */
+    TCG_HA_FAULT_TRANSLATED,    /* in translated code */
+    TCG_HA_FAULT_HELPER,        /* in host code called by guest code */
+} TcgHaFault;
+
+/*
+ * Classify the fault whose signal context is @uc on @cpu's own thread;
+ * for TCG_HA_FAULT_TRANSLATED, @pc gets what cpu_loop_exit_restore()
+ * needs to restore the guest state to the faulting instruction (0
+ * otherwise).  Async-signal-safe.
+ */
+TcgHaFault tcg_ha_fault_where(CPUState *cpu, void *uc, uintptr_t *pc);
+
+/*
+ * From the SIGBUS handler: unblock SIGBUS and leave the guest code back
+ * to cpu_exec(), restoring the guest state from @pc when it is not 0.
+ */
+G_NORETURN void tcg_ha_fault_leave(CPUState *cpu, uintptr_t pc);
+
 /* Unblock SIGBUS in a vCPU thread so that memory failures reach it. */
 void ha_hardware_error_vcpu_thread_init(void);
 

@@ -1279,8 +1279,9 @@ static void test_race_panic_memory_failure(void)
 /*
  * A memory failure freezes the VM from the hardware-error bottom half;
  * a second one arrives while that freeze runs and schedules the bottom
- * half again.  Each failure is recorded once (the slot of the first is
- * freed before its policy runs) and FAILOVER_SAFE is sent once.
+ * half again.  Each failure is recorded once (the bottom half takes only
+ * slots that wait, not the one whose policy runs) and FAILOVER_SAFE is
+ * sent once.
  */
 static void test_race_two_memory_failures(void)
 {
@@ -1358,6 +1359,249 @@ static void test_internal_error(gconstpointer opaque)
     qtest_quit(qts);
 }
 
+/*
+ * Real faults: guest RAM lives on a memory-backend-file that the test
+ * truncates under the running guest, so that the guest's own access to
+ * RF_DATA_GPA raises a real, synchronous SIGBUS (BUS_ADRERR, taken as
+ * an action-required memory failure by x-memory-failure-on-bus-adrerr)
+ * on the vCPU thread.  The boot sector is the one above plus a data
+ * access beyond the end of the truncated file:
+ *
+ *     cli; ds = ss = 0; sp = 0x6000
+ *     IVT[18] = handler; CR4.MCE = 1; es = 0x1000
+ *   loop:
+ *     inc word [0x7000]            the counter
+ *     invlpg es:[0]  (or 6 nops)   with invlpg, every access below
+ *                                  misses the TLB: the load is done by
+ *                                  host code (cputlb.c), not by
+ *                                  translated code
+ *     inc word es:[0]              guest-physical 0x10000
+ *     jmp loop
+ *   handler: as above (MC9_STATUS to 0x7010, MC_MARK to 0x7020, hlt)
+ *
+ * Code, stack, IVT and counter are below RF_DATA_GPA: they stay
+ * readable once the file is cut there.
+ */
+#define RF_DATA_GPA         0x10000
+#define RF_INVLPG_OFFSET    41
+#define RF_HANDLER_OFFSET   54
+
+static const uint8_t real_fault_code[] = {
+    0xfa,                               /* cli */
+    0x31, 0xc0,                         /* xor ax, ax */
+    0x8e, 0xd8,                         /* mov ds, ax */
+    0x8e, 0xd0,                         /* mov ss, ax */
+    0xbc, 0x00, 0x60,                   /* mov sp, 0x6000 */
+    0xc7, 0x06, 0x48, 0x00, 0x00, 0x00, /* mov word [0x48], handler */
+    0xc7, 0x06, 0x4a, 0x00, 0x00, 0x00, /* mov word [0x4a], 0 */
+    0x0f, 0x20, 0xe0,                   /* mov eax, cr4 */
+    0x66, 0x83, 0xc8, 0x40,             /* or eax, 0x40 */
+    0x0f, 0x22, 0xe0,                   /* mov cr4, eax */
+    0xb8, 0x00, 0x10,                   /* mov ax, 0x1000 */
+    0x8e, 0xc0,                         /* mov es, ax */
+    /* loop: */
+    0xff, 0x06, 0x00, 0x70,             /* inc word [0x7000] */
+    0x90, 0x90, 0x90, 0x90, 0x90, 0x90, /* nops, or invlpg es:[0] */
+    0x26, 0xff, 0x06, 0x00, 0x00,       /* inc word es:[0] */
+    0xeb, 0xef,                         /* jmp loop */
+    /* handler: */
+    0x66, 0xb9, 0x25, 0x04, 0x00, 0x00, /* mov ecx, 0x425 (MC9_STATUS) */
+    0x0f, 0x32,                         /* rdmsr */
+    0x66, 0xa3, 0x10, 0x70,             /* mov [0x7010], eax */
+    0x66, 0x89, 0x16, 0x14, 0x70,       /* mov [0x7014], edx */
+    0xc7, 0x06, 0x20, 0x70, 0x43, 0x4d, /* mov word [0x7020], 0x4d43 */
+    0xf4,                               /* hlt */
+    0xeb, 0xfd,                         /* jmp hlt */
+};
+
+typedef struct RealFault {
+    QTestState *qts;
+    int disk_fd;
+    int ram_fd;         /* the guest RAM file */
+} RealFault;
+
+/*
+ * A temporary file, already unlinked, that QEMU inherits and opens as
+ * /dev/fd/N: nothing is left behind whatever happens to the test.
+ */
+static int unlinked_tmp_file(const char *tmpl)
+{
+    g_autofree char *path = NULL;
+    int fd = g_file_open_tmp(tmpl, &path, NULL);
+
+    g_assert(fd >= 0);
+    unlink(path);
+    g_assert(fcntl(fd, F_SETFD, 0) == 0);
+    return fd;
+}
+
+/* Start a TCG guest whose RAM is a file */
+static void real_fault_start(RealFault *rf, bool tlb_miss, const char *accel,
+                             const char *extra)
+{
+    static const uint8_t invlpg[] = { 0x26, 0x0f, 0x01, 0x3e, 0x00, 0x00 };
+    g_autofree uint8_t *disk = g_malloc0(DISK_SIZE);
+    uint16_t handler = 0x7c00 + RF_HANDLER_OFFSET;
+
+    memcpy(disk, real_fault_code, sizeof(real_fault_code));
+    if (tlb_miss) {
+        memcpy(disk + RF_INVLPG_OFFSET, invlpg, sizeof(invlpg));
+    }
+    disk[14] = handler & 0xff;
+    disk[15] = handler >> 8;
+    disk[510] = 0x55;
+    disk[511] = 0xaa;
+    rf->disk_fd = unlinked_tmp_file("ha-quiesce-boot-XXXXXX");
+    g_assert(write(rf->disk_fd, disk, DISK_SIZE) == DISK_SIZE);
+    rf->ram_fd = unlinked_tmp_file("ha-quiesce-ram-XXXXXX");
+
+    rf->qts = qtest_initf("-machine pc,memory-backend=ram0 -accel %s "
+                          "-cpu max -m 64 -object memory-backend-file,"
+                          "id=ram0,size=64M,share=on,mem-path=/dev/fd/%d "
+                          "-drive file=/dev/fd/%d,format=raw,if=ide %s",
+                          accel, rf->ram_fd, rf->disk_fd, extra);
+    /* the guest runs its loop, so the data page was reached */
+    g_assert(!counter_stays(rf->qts, 1000000));
+    qtest_qmp_assert_success(rf->qts, "{ 'execute': "
+                             "'x-memory-failure-on-bus-adrerr', "
+                             "'arguments': { 'enable': true } }");
+}
+
+/* Cut the RAM file at RF_DATA_GPA: the guest's next access faults */
+static void real_fault_truncate(RealFault *rf)
+{
+    g_assert(ftruncate(rf->ram_fd, RF_DATA_GPA) == 0);
+}
+
+static void real_fault_end(RealFault *rf)
+{
+    qtest_quit(rf->qts);
+    close(rf->ram_fd);
+    close(rf->disk_fd);
+}
+
+static void check_real_fault_error(QDict *err, const char *action)
+{
+    g_assert_cmpstr(qdict_get_str(err, "source"), ==, "memory-failure");
+    g_assert(qdict_get_bool(err, "action-required"));
+    g_assert_cmpstr(qdict_get_str(err, "recipient"), ==, "guest");
+    g_assert_cmpint(qdict_get_int(err, "address"), ==, RF_DATA_GPA);
+    g_assert_cmpint(qdict_get_int(err, "cpu-index"), ==, 0);
+    g_assert_cmpstr(qdict_get_str(err, "action"), ==, action);
+}
+
+/*
+ * A real fault under memory-failure=freeze, in translated code (the
+ * page is in the TLB) or in the host code the guest's access calls
+ * (every access misses the TLB), with a thread per vCPU or one for all:
+ * the vCPU leaves the access, the VM freezes once, and QEMU stays alive
+ * and answers.
+ */
+typedef struct RealFaultCase {
+    bool tlb_miss;
+    const char *accel;
+} RealFaultCase;
+
+static const RealFaultCase real_fault_tb = { false, "tcg" };
+static const RealFaultCase real_fault_helper = { true, "tcg" };
+static const RealFaultCase real_fault_tb_single = {
+    false, "tcg,thread=single"
+};
+
+static void test_real_fault_freeze(gconstpointer opaque)
+{
+    const RealFaultCase *c = opaque;
+    RealFault rf;
+    EventLog log;
+    QDict *ev, *rsp;
+
+    real_fault_start(&rf, c->tlb_miss, c->accel,
+                     "-action memory-failure=freeze");
+    event_log_start(rf.qts, &log);
+    real_fault_truncate(&rf);
+
+    ev = assert_one_failover_safe(rf.qts, &log, "memory-failure");
+    g_assert_cmpint(event_log_count(&log, "HARDWARE_ERROR"), ==, 1);
+    ev = event_log_nth(&log, "HARDWARE_ERROR", 0);
+    check_real_fault_error(qdict_get_qdict(qdict_get_qdict(ev, "data"),
+                                           "error"), "freeze");
+    /* the guest never runs again */
+    g_assert(counter_stays(rf.qts, 1000));
+    rsp = qtest_qmp(rf.qts, "{ 'execute': 'query-hardware-errors' }");
+    g_assert_cmpint(qdict_get_int(qdict_get_qdict(rsp, "return"), "total"),
+                    ==, 1);
+    qobject_unref(rsp);
+    /* nothing more came: the vCPU did not fault again */
+    g_assert_cmpint(event_log_count(&log, "FAILOVER_SAFE"), ==, 1);
+    g_assert_cmpint(event_log_count(&log, "HARDWARE_ERROR"), ==, 1);
+    assert_status(rf.qts, "failover-safe", false);
+    event_log_free(rf.qts, &log);
+    real_fault_end(&rf);
+}
+
+/*
+ * A real fault in translated code under the default policy (inject):
+ * the guest takes the machine check at the faulting instruction instead
+ * of QEMU faulting for ever, and the VM keeps running.
+ */
+static void test_real_fault_inject(void)
+{
+    RealFault rf;
+    uint32_t hi;
+    QDict *ev;
+    int i;
+
+    real_fault_start(&rf, false, "tcg", "");
+    real_fault_truncate(&rf);
+    ev = qtest_qmp_eventwait_ref(rf.qts, "HARDWARE_ERROR");
+    check_real_fault_error(qdict_get_qdict(qdict_get_qdict(ev, "data"),
+                                           "error"), "inject");
+    qobject_unref(ev);
+    /* the handler runs within a few TBs of the injection */
+    for (i = 0; i < 1000000; i++) {
+        if (qtest_readw(rf.qts, MC_MARK_ADDR) == MC_MARK) {
+            break;
+        }
+    }
+    g_assert_cmphex(qtest_readw(rf.qts, MC_MARK_ADDR), ==, MC_MARK);
+    hi = qtest_readl(rf.qts, MC_STATUS_ADDR + 4);
+    g_assert(hi & (1u << 31));          /* MCI_STATUS_VAL */
+    g_assert(hi & (1u << 29));          /* MCI_STATUS_UC */
+    /* the guest halts in its handler: no second failure */
+    assert_status(rf.qts, "running", true);
+    ev = qtest_qmp(rf.qts, "{ 'execute': 'query-hardware-errors' }");
+    g_assert_cmpint(qdict_get_int(qdict_get_qdict(ev, "return"), "total"),
+                    ==, 1);
+    qobject_unref(ev);
+    real_fault_end(&rf);
+}
+
+/*
+ * The same under inject, from host code: the vCPU's state cannot be
+ * restored to the faulting instruction, so it must not run again and
+ * there is no failover-safe state to keep it in: QEMU says so and
+ * exits (instead of faulting for ever and dying of SIGBUS).
+ */
+static void test_real_fault_helper_inject(void)
+{
+    RealFault rf;
+    QDict *ev;
+
+    real_fault_start(&rf, true, "tcg", "");
+    real_fault_truncate(&rf);
+    ev = qtest_qmp_eventwait_ref(rf.qts, "HARDWARE_ERROR");
+    check_real_fault_error(qdict_get_qdict(qdict_get_qdict(ev, "data"),
+                                           "error"), "fatal");
+    qobject_unref(ev);
+    ev = qtest_qmp_eventwait_ref(rf.qts, "MEMORY_FAILURE");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "action"),
+                    ==, "fatal");
+    qobject_unref(ev);
+    qtest_set_expected_status(rf.qts, EXIT_FAILURE);
+    qtest_wait_qemu(rf.qts);
+    real_fault_end(&rf);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -1403,6 +1647,16 @@ int main(int argc, char **argv)
                        test_memory_failure_ar_inject_tcg);
         qtest_add_func("/ha-quiesce/gdb-continue-tcg",
                        test_gdb_continue_tcg);
+        qtest_add_data_func("/ha-quiesce/real-fault-freeze-tcg",
+                            &real_fault_tb, test_real_fault_freeze);
+        qtest_add_data_func("/ha-quiesce/real-fault-helper-freeze-tcg",
+                            &real_fault_helper, test_real_fault_freeze);
+        qtest_add_data_func("/ha-quiesce/real-fault-freeze-tcg-single",
+                            &real_fault_tb_single, test_real_fault_freeze);
+        qtest_add_func("/ha-quiesce/real-fault-inject-tcg",
+                       test_real_fault_inject);
+        qtest_add_func("/ha-quiesce/real-fault-helper-inject-tcg",
+                       test_real_fault_helper_inject);
     }
     return g_test_run();
 }
