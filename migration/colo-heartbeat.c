@@ -50,6 +50,7 @@
 #include "system/ha-quiesce.h"
 #include "block/nbd.h"
 #include "net/filter.h"
+#include "net/colo-compare.h"
 #include "migration/colo.h"
 #include "migration/failover.h"
 #include "migration/colo-heartbeat.h"
@@ -251,8 +252,12 @@ typedef struct ChbAction {
     ColoHeartbeatAction action;
 } ChbAction;
 
-/* Switch every user-created object of QOM type @type off (status=off) */
-static void chb_filters_off(const char *type)
+/*
+ * Switch every user-created object of QOM type @type off (status=off).
+ * With @keep_delivering, a filter-redirector without an outdev stays on:
+ * it only delivers what arrives on its indev (colo-compare's output).
+ */
+static void chb_filters_off(const char *type, bool keep_delivering)
 {
     Object *objs = object_get_objects_root();
     ObjectPropertyIterator iter;
@@ -260,15 +265,23 @@ static void chb_filters_off(const char *type)
 
     object_property_iter_init(&iter, objs);
     while ((prop = object_property_iter_next(&iter))) {
+        g_autofree char *outdev = NULL;
         Object *o;
 
         if (!strstart(prop->type, "child<", NULL)) {
             continue;
         }
         o = object_resolve_path_component(objs, prop->name);
-        if (o && object_dynamic_cast(o, type)) {
-            object_property_set_str(o, "status", "off", NULL);
+        if (!o || !object_dynamic_cast(o, type)) {
+            continue;
         }
+        if (keep_delivering && object_dynamic_cast(o, "filter-redirector")) {
+            outdev = object_property_get_str(o, "outdev", NULL);
+            if (!outdev || !*outdev) {
+                continue;
+            }
+        }
+        object_property_set_str(o, "status", "off", NULL);
     }
 }
 
@@ -318,10 +331,19 @@ static GSList *chb_replication_children(void)
  * and the replication child leaves the quorum; the filters that fed
  * colo-compare are switched off, so the guest's output goes straight
  * to its netdev again.
+ *
+ * What colo-compare still holds is this guest's own output, waiting for
+ * the gone secondary's copy.  The primary goes on from its own state, so
+ * that output is exactly what its client must see: it is released now
+ * (deleting the compare object in the documented procedure does the
+ * same) through the redirector that delivers colo-compare's output,
+ * which stays on for it.  Stranded there, it would reach the client only
+ * when the guest retransmits it, after at least the 200 ms minimum RTO.
  */
 static void chb_primary_alone(ColoHeartbeat *hb)
 {
     GSList *children = chb_replication_children(), *l;
+    Error *release_err = NULL;
 
     for (l = children; l; l = l->next) {
         ChbReplicationChild *r = l->data;
@@ -349,8 +371,14 @@ static void chb_primary_alone(ColoHeartbeat *hb)
         g_free(r);
     }
     g_slist_free(children);
-    chb_filters_off("filter-mirror");
-    chb_filters_off("filter-redirector");
+    colo_notify_compares_event(NULL, COLO_EVENT_CHECKPOINT, &release_err);
+    if (release_err) {
+        warn_report("colo-heartbeat '%s': cannot release colo-compare's "
+                    "packets: %s", chb_id(hb), error_get_pretty(release_err));
+        error_free(release_err);
+    }
+    chb_filters_off("filter-mirror", false);
+    chb_filters_off("filter-redirector", true);
 }
 
 /*
@@ -383,7 +411,7 @@ static void chb_failover(ColoHeartbeat *hb)
         return;
     }
     if (mode == COLO_MODE_SECONDARY) {
-        chb_filters_off("filter-redirector");
+        chb_filters_off("filter-redirector", false);
     } else {
         chb_primary_alone(hb);
     }

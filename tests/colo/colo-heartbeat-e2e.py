@@ -28,6 +28,12 @@ documented COLO start-up) and adds a colo-heartbeat object to both QEMUs
      freezes with its image released, the secondary takes over at once
      (peer-failover-safe, action failover) and the client's connection
      continues (rule 4)
+  8. kill -9 of the secondary while colo-compare holds the primary's
+     reply (the secondary stopped first, until colo-compare traces a
+     packet it held past its timeout): the primary continues alone and releases what
+     colo-compare held, so the client receives every packet the guest
+     sent, with no gap in their IP IDs (a gap is a packet left stranded
+     for the guest to retransmit after its RTO)
 
 Needs root (network namespaces, taps), like colo-e2e.py.
 """
@@ -36,6 +42,7 @@ import importlib.util
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +56,7 @@ _spec.loader.exec_module(e2e)
 
 HB_PORT = 9010
 HB_ARGS = "interval=100,timeout=1000,failover=auto"
-TOTAL = 7
+TOTAL = 8
 GLOBAL_TIMEOUT = 900
 
 
@@ -407,6 +414,110 @@ def scenario_memory_failure_hands_over():
             "at once (peer-failover-safe), the client continues", diag)
 
 
+def guest_ip_ids(pcap):
+    """(time, IP ID) of each packet from the guest's port 7777 in @pcap."""
+    r = e2e.run(["tcpdump", "-r", pcap, "-n", "-tt", "-v", "src host %s "
+                 "and src port 7777" % e2e.GUEST_IP], check=False)
+    out = []
+    for line in r.stdout.splitlines():
+        words = line.replace(",", " ").split()
+        if "id" in words and words[0][0].isdigit():
+            out.append((float(words[0]), int(words[words.index("id") + 1])))
+    return out
+
+
+def scenario_held_output_released():
+    """Test 8: colo-compare's held packets at a primary-alone failover."""
+    pair = heartbeat_pair("hb6")
+    client = e2e.Client()
+    pcap = os.path.join(e2e._workdir, "hb6-client.pcap")
+    diag, ok, stopped, dump = [], False, False, None
+    try:
+        start_serving(pair, client)
+        dump = e2e.start(["tcpdump", "-U", "-n", "-i", e2e.VETH_C, "-w",
+                          pcap, "tcp port 7777"], ns=e2e.NS_CLIENT,
+                         stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+        # No periodic checkpoint from now on (setting the delay makes
+        # one at once: wait for its end), and no HTTP replies, whose
+        # Date header may differ: colo-compare alone forces checkpoints.
+        ev_set = len(pair.p.events)
+        pair.p.ok("migrate-set-parameters",
+                  **{"x-checkpoint-delay": 3600 * 1000})
+        client.http_paused.set()
+        deadline = time.monotonic() + 30
+        while (not any(ev["event"] == "RESUME"
+                       for ev in pair.p.events[ev_set:]) and
+               time.monotonic() < deadline):
+            pair.p.ok("query-status")
+            time.sleep(0.1)
+        client.wait_replies(client.count() + 5, 30)
+        ev0 = len(pair.p.events)
+        # colo-compare traces a packet it has held past its timeout
+        pair.p.ok("trace-event-set-state", name="colo_old_packet_check_found",
+                  enable=True)
+        traced_from = os.path.getsize(pair.p.stderr_path)
+        os.kill(pair.s.proc.pid, signal.SIGSTOP)
+        stopped = True
+        held = False
+        deadline = time.monotonic() + 60
+        while not held and time.monotonic() < deadline:
+            with open(pair.p.stderr_path, errors="replace") as f:
+                f.seek(traced_from)
+                held = "colo_old_packet_check_found" in f.read()
+            time.sleep(0.1)
+        if not held:
+            raise RuntimeError("colo-compare held no packet past its "
+                               "timeout while the secondary was stopped")
+        t_kill = time.time()
+        pair.s.kill()           # SIGKILL ends a stopped process too
+        stopped = False
+        e2e.log("secondary killed while colo-compare held the primary's "
+                "output")
+        deadline = time.monotonic() + 30
+        lost = None
+        while lost is None and time.monotonic() < deadline:
+            pair.p.ok("query-status")
+            lost = next((ev for ev in pair.p.events[ev0:]
+                         if ev["event"] == "COLO_HEARTBEAT_LOST" and
+                         ev["data"]["action"] == "failover"), None)
+            time.sleep(0.05)
+        more = client.wait_replies(client.count() + 5, 60)
+        dump.terminate()
+        dump.wait(10)
+        ids = guest_ip_ids(pcap)
+        before = [i for t, i in ids if t < t_kill]
+        after = [(t, i) for t, i in ids if t >= t_kill]
+        gap = (after[0][1] - before[-1] - 1) if before and after else None
+        if after:
+            e2e.log("first packet of the guest after the kill: %.0f ms "
+                    "after it" % ((after[0][0] - t_kill) * 1000))
+        after = [i for t, i in after]
+        diag += ["primary's heartbeat events: %s" % [
+                     ev["data"] for ev in pair.p.events[ev0:]
+                     if ev["event"] == "COLO_HEARTBEAT_LOST"],
+                 "guest IP IDs around the kill: ...%s | %s..."
+                 % (before[-3:], after[:12]),
+                 "packets missing at the kill: %s" % gap,
+                 "client errors %s" % client.errors[:3]]
+        ok = (lost is not None and more and not client.errors and gap == 0
+              and
+              pair.p.ok("query-status")["status"] == "running")
+    except Exception as e:
+        diag.append("exception: %s" % e)
+        diag += traceback.format_exc().splitlines()[-4:]
+    finally:
+        if stopped:
+            os.kill(pair.s.proc.pid, signal.SIGCONT)
+        if dump is not None and dump.poll() is None:
+            dump.terminate()
+    client.finish()
+    e2e.tap(ok, "kill -9 of the secondary while colo-compare holds the "
+            "primary's reply: the primary continues alone and releases "
+            "it, no packet of the guest left for its retransmission",
+            diag)
+
+
 def main():
     e2e.init(demo="--demo" in sys.argv, keep="--keep" in sys.argv)
     signal.signal(signal.SIGTERM, e2e.on_signal)
@@ -434,6 +545,8 @@ def main():
         scenario_primary_stopped()
         e2e.cleanup_vms()
         scenario_memory_failure_hands_over()
+        e2e.cleanup_vms()
+        scenario_held_output_released()
     except BaseException as e:
         e2e.log("aborted: %s" % e)
         for line in traceback.format_exc().splitlines()[-6:]:
