@@ -275,7 +275,7 @@ static void chb_filters_off(const char *type)
 typedef struct ChbReplicationChild {
     char *quorum;
     char *child;
-    char *nbd;                  /* the NBD node under it, if any */
+    char *nbd;                  /* the NBD node under it */
 } ChbReplicationChild;
 
 /* The replication children of every quorum node.  BQL held. */
@@ -298,13 +298,20 @@ static GSList *chb_replication_children(void)
             if (!rep->drv || strcmp(rep->drv->format_name, "replication")) {
                 continue;
             }
+            /*
+             * Only a primary's replication child, whose file is the NBD
+             * connection to the secondary.  A promoted secondary's quorum
+             * also has its own secondary-mode replication node (its file
+             * is the active image): that is the guest's disk, keep it.
+             */
+            if (!rep->file || !rep->file->bs->drv ||
+                strcmp(rep->file->bs->drv->format_name, "nbd")) {
+                continue;
+            }
             r = g_new0(ChbReplicationChild, 1);
             r->quorum = g_strdup(bs->node_name);
             r->child = g_strdup(c->name);
-            if (rep->file && rep->file->bs->drv &&
-                !strcmp(rep->file->bs->drv->format_name, "nbd")) {
-                r->nbd = g_strdup(rep->file->bs->node_name);
-            }
+            r->nbd = g_strdup(rep->file->bs->node_name);
             found = g_slist_prepend(found, r);
         }
     }
