@@ -15,7 +15,8 @@ import socket
 import subprocess
 
 from .monitor import Monitor, MonitorError
-from .pair import Finding, PRIMARY_PORTS, SECONDARY_PORTS
+from .pair import (Finding, HEARTBEAT_ID, PRIMARY_PORTS,
+                   SECONDARY_PORTS)
 
 
 def is_local(address):
@@ -136,6 +137,16 @@ def check_node(pair, node, qemu_img, mon):
                                    "find it with ss -ltnp 'sport = :%d' and "
                                    "stop it, or set [ports] %s to a free "
                                    "port" % (port, key)))
+        hb = pair.heartbeat
+        if hb["enabled"] and pair.heartbeat_listener() is node and \
+                port_in_use(node.address, hb["port"]):
+            out.append(Finding(Finding.ERROR, where,
+                               "heartbeat port %d on %s is in use by "
+                               "another program" % (hb["port"],
+                                                    node.address),
+                               "find it with ss -ltnp 'sport = :%d' and "
+                               "stop it, or set [heartbeat] port to a free "
+                               "port" % hb["port"]))
     return out
 
 
@@ -173,6 +184,26 @@ def check_live(node, mon):
                     "but the NIC is %s" % (objects[obj], obj,
                                            "on" if v else "off", typ),
                     fix))
+    hb = node.pair.heartbeat
+    has_hb = HEARTBEAT_ID in objects
+    if hb["enabled"] and not has_hb:
+        out.append(Finding(Finding.WARNING, where, "runs without the "
+                           "heartbeat the description asks for: its peer's "
+                           "exit will not be noticed by it",
+                           "stop it and start it again with qemu-colo "
+                           "start"))
+    elif has_hb and not hb["enabled"]:
+        out.append(Finding(Finding.WARNING, where, "runs a heartbeat "
+                           "(%s) the description does not have"
+                           % HEARTBEAT_ID, fix))
+    elif has_hb:
+        for key in ("interval", "timeout", "failover"):
+            v = mon.cmd("qom-get", path="/objects/" + HEARTBEAT_ID,
+                        property=key)
+            if v != hb[key]:
+                out.append(Finding(Finding.WARNING, where, "its heartbeat "
+                                   "has %s %s, the description says %s"
+                                   % (key, v, hb[key]), fix))
     mem = mon.cmd("query-memory-size-summary")["base-memory"]
     from .pair import parse_size
     want = parse_size(g.memory)
