@@ -485,8 +485,22 @@ static void chb_handle(ColoHeartbeat *hb, const uint8_t *msg)
     bool was_failover_safe = hb->peer_status ==
                              COLO_HEARTBEAT_PEER_STATUS_FAILOVER_SAFE;
 
-    if (hb->lost && (hb->lost_reason == COLO_HEARTBEAT_LOSS_REASON_SILENCE ||
-                     hb->lost_reason == COLO_HEARTBEAT_LOSS_REASON_PEER_EXIT)) {
+    /*
+     * A loss ends when the peer is heard again after silence or its
+     * exit, and also when the news that made it is over: a peer that
+     * took over and was protected again (the flag cleared), or a new
+     * process on the peer's side that is not frozen.  Without this a
+     * fresh secondary that met its peer's "took over" flag (action
+     * none) stayed lost for ever, and CHR_EVENT_CLOSED then ignored the
+     * peer's exit: no automatic failover after any resume.
+     */
+    if (hb->lost &&
+        (hb->lost_reason == COLO_HEARTBEAT_LOSS_REASON_SILENCE ||
+         hb->lost_reason == COLO_HEARTBEAT_LOSS_REASON_PEER_EXIT ||
+         (hb->lost_reason == COLO_HEARTBEAT_LOSS_REASON_PEER_TOOK_OVER &&
+          !(flags & CHB_FLAG_TOOK_OVER)) ||
+         (hb->lost_reason == COLO_HEARTBEAT_LOSS_REASON_PEER_FAILOVER_SAFE &&
+          status != CHB_STATUS_FAILOVER_SAFE))) {
         uint64_t lost_ms = now - hb->lost_since_ms;
 
         hb->lost = false;

@@ -27,8 +27,10 @@ namespaces the test creates:
     (twice) then only deletes what that switched off
   - the secondary resume: a new secondary on the dead primary's node,
     protect (disk copied); then kill -9 of that secondary (the primary
-    continues alone by itself) and the primary failover; then a new secondary and protect again (the resume after
-    a primary failover); the client's connection goes on throughout
+    continues alone by itself) and the primary failover; then a new
+    secondary and protect again (the resume after a primary failover);
+    then kill -9 of the primary: that new secondary takes over by
+    itself; the client's connection goes on throughout
   - stop: nothing left running
 
 Runs the tool from the prepared tree (build/qemu/scripts/qemu-colo).
@@ -816,6 +818,22 @@ def test_pair(guest, base):
              "protect: exit %d: %s" % (p1[0], p1[1].strip()[-400:]),
              "modes %s; replies %d -> %d, errors %s"
              % (roles, n0, client.count(), client.errors[:2])])
+
+        # after a resume the new secondary (which met beta's "took over"
+        # flag when it started) still takes over by itself
+        bpid = [p for p in pids_of(d)
+                if "t-beta" in open("/proc/%d/cmdline" % p).read()]
+        n0 = client.count()
+        os.kill(bpid[0], signal.SIGKILL)
+        st, alpha = wait_takeover(path, "alpha", "secondary")
+        cont = client.wait_count(n0 + 20, 60)
+        tap(alpha and alpha["run_state"] == "running" and cont and
+            not client.errors,
+            "kill -9 of the primary after a resume: the new secondary "
+            "(alpha) takes over by itself, the client's connection goes on",
+            ["status: %s" % json.dumps(st)[:900],
+             "replies %d -> %d, errors %s" % (n0, client.count(),
+                                               client.errors[:2])])
         client.stop.set()
         client.join(30)
 
@@ -852,7 +870,7 @@ def on_signal(signum, frame):
 
 def main():
     global _work
-    total = 25
+    total = 26
     print("1..%d" % total, flush=True)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGALRM, on_signal)
