@@ -42,6 +42,17 @@ def port_in_use(address, port):
             return e.errno == errno.EADDRINUSE
 
 
+def tap_exists(name):
+    """Whether network interface @name exists in this thread's network
+    namespace (asked over a socket, not /sys, which shows the namespace
+    it was mounted in)."""
+    try:
+        socket.if_nametoindex(name)
+        return True
+    except OSError:
+        return False
+
+
 def reachable(address, port, timeout=3.0):
     """None when @address answers at all on TCP (a refusal counts: the host
     is there), else the reason."""
@@ -121,7 +132,7 @@ def check_node(pair, node, qemu_img, mon):
                                "check the COLO link and the node's address "
                                "(ip addr, ip route, the firewall)"))
         return out
-    if not os.path.exists("/sys/class/net/" + node.tap):
+    if not tap_exists(node.tap):
         out.append(Finding(Finding.ERROR, where, "tap %s does not exist "
                            "here" % node.tap,
                            "create it and attach it to the guest's network "
