@@ -229,6 +229,19 @@ def check_live(node, mon):
     return out
 
 
+def qemu_pid(node):
+    """The pid of @node's QEMU from its pid file, when that process runs
+    and is this node's QEMU (as ops.read_pid)."""
+    try:
+        with open(node.pidfile) as f:
+            pid = int(f.read().strip())
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            args = f.read()
+    except (OSError, ValueError):
+        return None
+    return pid if ("guest=%s," % node.vm_name).encode() in args else None
+
+
 def check_pair(pair, qemu, qemu_img, only=None):
     """Every finding about @pair (only about node @only's resources when
     given); running QEMUs are asked over their monitors."""
@@ -257,6 +270,19 @@ def check_pair(pair, qemu, qemu_img, only=None):
         if only and node.name != only:
             continue
         mon = Monitor.open(node.name, node.monitor_address(), timeout=3)
+        pid = qemu_pid(node)
+        if not mon and pid:
+            # a busy QEMU (a checkpoint, a loaded host) may greet late;
+            # its ports are its own, not another program's
+            mon = Monitor.open(node.name, node.monitor_address(),
+                               timeout=30)
+            if not mon:
+                out.append(Finding(Finding.ERROR, "[nodes.%s]" % node.name,
+                                   "its QEMU (pid %d) runs but its monitor "
+                                   "%s does not answer" % (pid, node.monitor),
+                                   "look at its log %s; stop it (kill %d) "
+                                   "and start it again" % (node.log, pid)))
+                continue
         try:
             out += check_node(pair, node, qemu_img, mon)
             if mon:
