@@ -288,7 +288,7 @@ static void chb_filters_off(const char *type, bool keep_delivering)
 typedef struct ChbReplicationChild {
     char *quorum;
     char *child;
-    char *nbd;                  /* the NBD node under it, if any */
+    char *nbd;                  /* the NBD node under it */
 } ChbReplicationChild;
 
 /* The replication children of every quorum node.  BQL held. */
@@ -311,13 +311,20 @@ static GSList *chb_replication_children(void)
             if (!rep->drv || strcmp(rep->drv->format_name, "replication")) {
                 continue;
             }
+            /*
+             * Only a primary's replication child, whose file is the NBD
+             * connection to the secondary.  A promoted secondary's quorum
+             * also has its own secondary-mode replication node (its file
+             * is the active image): that is the guest's disk, keep it.
+             */
+            if (!rep->file || !rep->file->bs->drv ||
+                strcmp(rep->file->bs->drv->format_name, "nbd")) {
+                continue;
+            }
             r = g_new0(ChbReplicationChild, 1);
             r->quorum = g_strdup(bs->node_name);
             r->child = g_strdup(c->name);
-            if (rep->file && rep->file->bs->drv &&
-                !strcmp(rep->file->bs->drv->format_name, "nbd")) {
-                r->nbd = g_strdup(rep->file->bs->node_name);
-            }
+            r->nbd = g_strdup(rep->file->bs->node_name);
             found = g_slist_prepend(found, r);
         }
     }
@@ -506,8 +513,22 @@ static void chb_handle(ColoHeartbeat *hb, const uint8_t *msg)
     bool was_failover_safe = hb->peer_status ==
                              COLO_HEARTBEAT_PEER_STATUS_FAILOVER_SAFE;
 
-    if (hb->lost && (hb->lost_reason == COLO_HEARTBEAT_LOSS_REASON_SILENCE ||
-                     hb->lost_reason == COLO_HEARTBEAT_LOSS_REASON_PEER_EXIT)) {
+    /*
+     * A loss ends when the peer is heard again after silence or its
+     * exit, and also when the news that made it is over: a peer that
+     * took over and was protected again (the flag cleared), or a new
+     * process on the peer's side that is not frozen.  Without this a
+     * fresh secondary that met its peer's "took over" flag (action
+     * none) stayed lost for ever, and CHR_EVENT_CLOSED then ignored the
+     * peer's exit: no automatic failover after any resume.
+     */
+    if (hb->lost &&
+        (hb->lost_reason == COLO_HEARTBEAT_LOSS_REASON_SILENCE ||
+         hb->lost_reason == COLO_HEARTBEAT_LOSS_REASON_PEER_EXIT ||
+         (hb->lost_reason == COLO_HEARTBEAT_LOSS_REASON_PEER_TOOK_OVER &&
+          !(flags & CHB_FLAG_TOOK_OVER)) ||
+         (hb->lost_reason == COLO_HEARTBEAT_LOSS_REASON_PEER_FAILOVER_SAFE &&
+          status != CHB_STATUS_FAILOVER_SAFE))) {
         uint64_t lost_ms = now - hb->lost_since_ms;
 
         hb->lost = false;

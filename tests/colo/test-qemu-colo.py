@@ -9,8 +9,9 @@ Fast cases, no guest:
     sentence naming each problem (mismatched disk sizes, virtio-net
     without vnet_hdr_support, vnet_hdr_support with e1000, different MACs,
     different guest options, a port in use, a missing image, an
-    unreachable node); a good description passes and says the channels
-    are unauthenticated
+    unreachable node; a heartbeat timeout not above twice its interval,
+    a bad failover policy, the heartbeat port in use); a good description
+    passes and says the channels are unauthenticated
   - `qemu-colo start --print`: every listening socket on the node's
     address, never 0.0.0.0
   - fork/install (make install) into a DESTDIR: the installed QEMU boots
@@ -20,12 +21,16 @@ One real pair with the test guest (tests/colo/guest), in network
 namespaces the test creates:
   - start (twice: the second changes nothing), protect (twice), status
     --json and --watch (checkpoints counted)
-  - kill -9 of the primary, failover of the secondary (twice), the
-    client's TCP connection goes on
+  - kill -9 of the primary: the secondary takes over by itself (the
+    heartbeat `start` creates; no command sent), status --json shows it,
+    the client's TCP connection goes on; failover of the secondary
+    (twice) then only deletes what that switched off
   - the secondary resume: a new secondary on the dead primary's node,
-    protect (disk copied); then kill -9 of that secondary and the primary
-    failover; then a new secondary and protect again (the resume after
-    a primary failover); the client's connection goes on throughout
+    protect (disk copied); then kill -9 of that secondary (the primary
+    continues alone by itself) and the primary failover; then a new
+    secondary and protect again (the resume after a primary failover);
+    then kill -9 of the primary: that new secondary takes over by
+    itself; the client's connection goes on throughout
   - stop: nothing left running
 
 Runs the tool from the prepared tree (build/qemu/scripts/qemu-colo).
@@ -61,7 +66,7 @@ NS_CLIENT = "qc-c-" + TAG
 GUEST_IP = "192.168.78.10"
 CLIENT_IP = "192.168.78.2"
 MAC = "52:54:00:78:00:10"
-GLOBAL_TIMEOUT = 300
+GLOBAL_TIMEOUT = 480
 
 _n = 0
 _results = []
@@ -111,10 +116,11 @@ def toml_value(v):
     return json.dumps(v)
 
 
-def write_pair(path, guest, nodes, colo=None, ports=None):
+def write_pair(path, guest, nodes, colo=None, ports=None, heartbeat=None):
     lines = ["[guest]"] + ["%s = %s" % (k, toml_value(v))
                            for k, v in guest.items()]
-    for name, table in (("colo", colo), ("ports", ports)):
+    for name, table in (("colo", colo), ("ports", ports),
+                        ("heartbeat", heartbeat)):
         if table:
             lines += ["", "[%s]" % name] + ["%s = %s" % (k, toml_value(v))
                                             for k, v in table.items()]
@@ -148,9 +154,11 @@ class Desc:
                 "disk": os.path.join(d, name + ".qcow2")}
         self.colo = {}
         self.ports = {}
+        self.heartbeat = {}
         if base_port:
             self.ports = {k: base_port + i for i, k in
                           enumerate(sorted(pairmod.PORT_KEYS))}
+            self.heartbeat = {"port": hb_port(base_port)}
 
     def images(self, sizes=("64M", "64M")):
         for (name, node), size in zip(self.nodes.items(), sizes):
@@ -160,10 +168,15 @@ class Desc:
 
     def write(self, name="pair.toml"):
         return write_pair(os.path.join(self.d, name), self.guest,
-                          self.nodes, self.colo, self.ports)
+                          self.nodes, self.colo, self.ports, self.heartbeat)
 
 
-def free_port_base(n=6):
+def hb_port(base):
+    """The heartbeat's port, after the 6 of [ports]."""
+    return base + len(pairmod.PORT_KEYS)
+
+
+def free_port_base(n=7):
     """A base port with @n free ports above it on 127.0.0.1/127.0.0.2."""
     for base in range(20000 + (os.getpid() % 200) * 50, 60000, 50):
         ok = True
@@ -281,6 +294,21 @@ def test_checks(ns, base):
     d.nodes["beta"]["address"] = "192.0.2.1"     # TEST-NET-1, no route
     check_case("unreachable", d, "node beta (192.0.2.1) is not reachable",
                ns)
+    # the heartbeat
+    d = desc("hbtimeout")
+    d.heartbeat.update(interval=100, timeout=200)
+    check_case("heartbeat-timeout", d, "timeout 200 ms is not more than "
+               "twice the interval (100 ms)", ns)
+    d = desc("hbpolicy")
+    d.heartbeat["failover"] = "sometimes"
+    check_case("heartbeat-failover", d, "failover must be \"auto\" or "
+               "\"manual\", not 'sometimes'", ns)
+    d = desc("hbport")
+
+    def listen_hb():
+        return Listener(ns, "127.0.0.1", hb_port(base))
+    check_case("heartbeat-port-in-use", d, "heartbeat port %d on 127.0.0.1 "
+               "is in use" % hb_port(base), ns, setup=listen_hb)
 
 
 class Listener:
@@ -313,8 +341,13 @@ def test_print(ns, base):
         addr = d.nodes[node]["address"]
         diag.append("%s: exit %d, %d chars" % (role, rc, len(out)))
         ok &= rc == 0 and "0.0.0.0" not in out
+        hb = ("-chardev socket,id=hbc,host=127.0.0.1,port=%d,"
+              % hb_port(base)) + ("server=on,wait=off" if role == "primary"
+                                  else "reconnect-ms=100")
+        ok &= hb in out and ("colo-heartbeat,id=hb0,chardev=hbc,interval="
+                             "100,timeout=1000,failover=auto" in out)
         if role == "primary":
-            ok &= out.count("host=%s," % addr) == 6
+            ok &= out.count("host=%s," % addr) == 7
             ok &= ("filter-mirror,id=m0,netdev=hn0,queue=tx,outdev=mirror0,"
                    "vnet_hdr_support=on" in out)
             order = [out.find(x) for x in ("id=m0,", "id=redire0,",
@@ -361,9 +394,9 @@ def test_print(ns, base):
             if p.poll() is None:
                 p.kill()
                 p.wait(10)
-    tap(ok, "start --print: each role's command line; every listening "
-        "socket on the node's address, never 0.0.0.0; the printed lines "
-        "start QEMUs qemu-colo recognises", diag)
+    tap(ok, "start --print: each role's command line, the heartbeat on "
+        "both; every listening socket on the node's address, never "
+        "0.0.0.0; the printed lines start QEMUs qemu-colo recognises", diag)
 
 
 def test_install(guest):
@@ -547,6 +580,23 @@ def status_json(path):
         return rc, {"raw": out}
 
 
+def wait_takeover(path, node, was, timeout=60):
+    """Poll status --json (no other command) until @node serves the guest
+    after a failover from COLO role @was; (last status, @node's entry or
+    None)."""
+    deadline = time.monotonic() + timeout
+    ev = threading.Event()
+    st = {}
+    while time.monotonic() < deadline:
+        rc, st = status_json(path)
+        for n in st.get("nodes", []):
+            if n["node"] == node and n["role"] == "serving" and \
+                    n["colo_last_mode"] == was:
+                return st, n
+        ev.wait(0.2)
+    return st, None
+
+
 def test_pair(guest, base):
     d = Desc(os.path.join(_work, "pair"), {
         "kernel": guest["kernel"], "initrd": guest["initrd"],
@@ -583,19 +633,32 @@ def test_pair(guest, base):
         rc, st = status_json(path)
         roles = {n["node"]: (n["role"], n["colo_mode"])
                  for n in st.get("nodes", [])}
+        hbs = {n["node"]: [(h["id"], h["peer-alive"], h["failover"],
+                            h["peer-mode"])
+                           for h in n.get("heartbeat") or []]
+               for n in st.get("nodes", [])}
+        hb_ok = (hbs == {"alpha": [("hb0", True, "auto", "secondary")],
+                         "beta": [("hb0", True, "auto", "primary")]} and
+                 st.get("heartbeat") == {
+                     "enabled": True, "interval": 100, "timeout": 1000,
+                     "failover": "auto", "port": hb_port(base),
+                     "listener": "alpha"} and
+                 "both sides hear each other" in p1[1])
         tap(p1[0] == 0 and p2[0] == 0 and "already protected" in p2[1] and
             c1[0] == 0 and "0 error(s)" in c1[1] and
             st.get("protected") is True and
             roles == {"alpha": ("primary", "primary"),
                       "beta": ("secondary", "secondary")} and
-            st["nodes"][0]["replication"] is True,
+            st["nodes"][0]["replication"] is True and hb_ok,
             "protect: COLO runs (status --json: protected, alpha primary, "
-            "beta secondary, replication on); a second protect changes "
-            "nothing; check passes on the running pair",
+            "beta secondary, replication on, both heartbeats hear their "
+            "peer); a second protect changes nothing; check passes on the "
+            "running pair",
             ["protect: exit %d: %s" % (p1[0], p1[1].strip()[-400:]),
              "again: exit %d: %s" % (p2[0], p2[1].strip()[-200:]),
              "check of the running pair: exit %d: %s" % (c1[0],
                                                         c1[1].strip()[-300:]),
+             "heartbeats: %s" % hbs,
              "status: %s" % json.dumps(st)[:600]])
 
         # the guest and a client; status --watch counts checkpoints
@@ -626,33 +689,51 @@ def test_pair(guest, base):
              out.strip()[-300:]])
 
         # failover refused while the primary lives; then kill -9 of the
-        # primary and failover of the secondary, twice
+        # primary: beta takes over by itself (no command sent), status
+        # --json shows it; then failover of the secondary (twice) only
+        # deletes what the automatic failover switched off
         f0 = tool("failover", path, "--node", "beta", ns=NS)
         ppid = [p for p in pids_of(d)
                 if "t-alpha" in open("/proc/%d/cmdline" % p).read()]
         n0 = client.count()
         os.kill(ppid[0], signal.SIGKILL)
         t = time.monotonic()
-        f1 = tool("failover", path, "--node", "beta", ns=NS)
-        log("failover --node beta (secondary failover) took %.2f s"
-            % (time.monotonic() - t))
-        f2 = tool("failover", path, "--node", "beta", ns=NS)
+        st, beta = wait_takeover(path, "beta", "secondary")
+        log("beta took over by itself; status --json showed it %.2f s "
+            "after the kill" % (time.monotonic() - t))
         cont = client.wait_count(n0 + 20, 60)
-        rc, st = status_json(path)
+        hb = (beta or {}).get("heartbeat") or [{}]
         roles = {n["node"]: n["role"] for n in st.get("nodes", [])}
         tap(f0[0] == 1 and "alpha is alive and in COLO" in f0[1] and
-            f1[0] == 0 and f2[0] == 0 and cont and not client.errors and
+            beta and beta["colo_last_mode"] == "secondary" and
+            beta["run_state"] == "running" and
             roles == {"alpha": "stopped", "beta": "serving"} and
-            "f1" not in f2[1],
+            hb[0].get("peer-alive") is False and
+            hb[0].get("connected") is False and
+            "failover" not in st.get("next", "") and
+            cont and not client.errors,
             "failover refused while the primary lives; kill -9 of the "
-            "primary, failover --node beta: the client's connection goes "
-            "on; a second failover changes nothing",
+            "primary started by qemu-colo: beta takes over by itself (no "
+            "command), status --json shows it serving, its heartbeat's "
+            "peer lost; the client's connection goes on",
             ["while alpha lives: exit %d: %s" % (f0[0], f0[1].strip()),
-             "failover: exit %d: %s" % (f1[0], f1[1].strip()),
-             "again: exit %d: %s" % (f2[0], f2[1].strip()),
              "replies %d -> %d, errors %s" % (n0, client.count(),
                                                client.errors[:2]),
-             "status: roles %s, next: %s" % (roles, st.get("next"))])
+             "status: %s" % json.dumps(st)[:900]])
+        f1 = tool("failover", path, "--node", "beta", ns=NS)
+        f2 = tool("failover", path, "--node", "beta", ns=NS)
+        n0 = client.count()
+        cont = client.wait_count(n0 + 10, 60)
+        tap(f1[0] == 0 and "object-del f1" in f1[1] and
+            "chardev-remove red0" in f1[1] and
+            "x-colo-lost-heartbeat" not in f1[1] and
+            f2[0] == 0 and "already done" in f2[1] and cont and
+            not client.errors,
+            "failover --node beta after the automatic takeover deletes the "
+            "redirectors and chardevs it switched off; a second failover "
+            "changes nothing",
+            ["failover: exit %d: %s" % (f1[0], f1[1].strip()),
+             "again: exit %d: %s" % (f2[0], f2[1].strip())])
 
         # secondary resume: a new secondary on alpha, protect again
         r1 = tool("start", path, "--node", "alpha", "--role", "secondary",
@@ -690,22 +771,27 @@ def test_pair(guest, base):
              "modes %s; replies %d -> %d, errors %s"
              % (roles, n0, client.count(), client.errors[:2])])
 
-        # kill -9 of the new secondary, primary failover on beta
+        # kill -9 of the new secondary: beta continues alone by itself;
+        # the primary failover on beta then tidies up
         spid = [p for p in pids_of(d)
                 if "t-alpha" in open("/proc/%d/cmdline" % p).read()]
         n0 = client.count()
         os.kill(spid[0], signal.SIGKILL)
+        st0, beta0 = wait_takeover(path, "beta", "primary")
         f1 = tool("failover", path, "--node", "beta", ns=NS)
         cont = client.wait_count(n0 + 20, 60)
         rc, st = status_json(path)
         modes = {n["node"]: (n["role"], n["colo_mode"])
                  for n in st.get("nodes", [])}
-        tap(f1[0] == 0 and "primary failover done" in f1[1] and cont and
+        tap(beta0 and f1[0] == 0 and "primary failover done" in f1[1] and
+            "object-del comp0" in f1[1] and cont and
             not client.errors and modes == {"alpha": ("stopped", None),
                                             "beta": ("serving", "none")},
-            "kill -9 of the new secondary, failover --node beta (primary "
-            "failover): the client's connection goes on",
-            ["failover: exit %d: %s" % (f1[0], f1[1].strip()),
+            "kill -9 of the new secondary: beta continues alone by itself; "
+            "failover --node beta (primary) deletes what that switched "
+            "off; the client's connection goes on",
+            ["after the kill: %s" % json.dumps(st0)[:600],
+             "failover: exit %d: %s" % (f1[0], f1[1].strip()),
              "replies %d -> %d, errors %s" % (n0, client.count(),
                                                client.errors[:2]),
              "status: %s" % modes])
@@ -732,6 +818,22 @@ def test_pair(guest, base):
              "protect: exit %d: %s" % (p1[0], p1[1].strip()[-400:]),
              "modes %s; replies %d -> %d, errors %s"
              % (roles, n0, client.count(), client.errors[:2])])
+
+        # after a resume the new secondary (which met beta's "took over"
+        # flag when it started) still takes over by itself
+        bpid = [p for p in pids_of(d)
+                if "t-beta" in open("/proc/%d/cmdline" % p).read()]
+        n0 = client.count()
+        os.kill(bpid[0], signal.SIGKILL)
+        st, alpha = wait_takeover(path, "alpha", "secondary")
+        cont = client.wait_count(n0 + 20, 60)
+        tap(alpha and alpha["run_state"] == "running" and cont and
+            not client.errors,
+            "kill -9 of the primary after a resume: the new secondary "
+            "(alpha) takes over by itself, the client's connection goes on",
+            ["status: %s" % json.dumps(st)[:900],
+             "replies %d -> %d, errors %s" % (n0, client.count(),
+                                               client.errors[:2])])
         client.stop.set()
         client.join(30)
 
@@ -768,7 +870,7 @@ def on_signal(signum, frame):
 
 def main():
     global _work
-    total = 21
+    total = 26
     print("1..%d" % total, flush=True)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGALRM, on_signal)

@@ -15,7 +15,8 @@ import socket
 import subprocess
 
 from .monitor import Monitor, MonitorError
-from .pair import Finding, PRIMARY_PORTS, SECONDARY_PORTS
+from .pair import (Finding, HEARTBEAT_ID, PRIMARY_PORTS,
+                   SECONDARY_PORTS)
 
 
 def is_local(address):
@@ -39,6 +40,17 @@ def port_in_use(address, port):
             return False
         except OSError as e:
             return e.errno == errno.EADDRINUSE
+
+
+def tap_exists(name):
+    """Whether network interface @name exists in this thread's network
+    namespace (asked over a socket, not /sys, which shows the namespace
+    it was mounted in)."""
+    try:
+        socket.if_nametoindex(name)
+        return True
+    except OSError:
+        return False
 
 
 def reachable(address, port, timeout=3.0):
@@ -120,7 +132,7 @@ def check_node(pair, node, qemu_img, mon):
                                "check the COLO link and the node's address "
                                "(ip addr, ip route, the firewall)"))
         return out
-    if not os.path.exists("/sys/class/net/" + node.tap):
+    if not tap_exists(node.tap):
         out.append(Finding(Finding.ERROR, where, "tap %s does not exist "
                            "here" % node.tap,
                            "create it and attach it to the guest's network "
@@ -136,6 +148,16 @@ def check_node(pair, node, qemu_img, mon):
                                    "find it with ss -ltnp 'sport = :%d' and "
                                    "stop it, or set [ports] %s to a free "
                                    "port" % (port, key)))
+        hb = pair.heartbeat
+        if hb["enabled"] and pair.heartbeat_listener() is node and \
+                port_in_use(node.address, hb["port"]):
+            out.append(Finding(Finding.ERROR, where,
+                               "heartbeat port %d on %s is in use by "
+                               "another program" % (hb["port"],
+                                                    node.address),
+                               "find it with ss -ltnp 'sport = :%d' and "
+                               "stop it, or set [heartbeat] port to a free "
+                               "port" % hb["port"]))
     return out
 
 
@@ -173,6 +195,26 @@ def check_live(node, mon):
                     "but the NIC is %s" % (objects[obj], obj,
                                            "on" if v else "off", typ),
                     fix))
+    hb = node.pair.heartbeat
+    has_hb = HEARTBEAT_ID in objects
+    if hb["enabled"] and not has_hb:
+        out.append(Finding(Finding.WARNING, where, "runs without the "
+                           "heartbeat the description asks for: its peer's "
+                           "exit will not be noticed by it",
+                           "stop it and start it again with qemu-colo "
+                           "start"))
+    elif has_hb and not hb["enabled"]:
+        out.append(Finding(Finding.WARNING, where, "runs a heartbeat "
+                           "(%s) the description does not have"
+                           % HEARTBEAT_ID, fix))
+    elif has_hb:
+        for key in ("interval", "timeout", "failover"):
+            v = mon.cmd("qom-get", path="/objects/" + HEARTBEAT_ID,
+                        property=key)
+            if v != hb[key]:
+                out.append(Finding(Finding.WARNING, where, "its heartbeat "
+                                   "has %s %s, the description says %s"
+                                   % (key, v, hb[key]), fix))
     mem = mon.cmd("query-memory-size-summary")["base-memory"]
     from .pair import parse_size
     want = parse_size(g.memory)
@@ -185,6 +227,19 @@ def check_live(node, mon):
         out.append(Finding(Finding.ERROR, where, "has %d vCPUs, the "
                            "description says %d" % (ncpu, g.vcpus), fix))
     return out
+
+
+def qemu_pid(node):
+    """The pid of @node's QEMU from its pid file, when that process runs
+    and is this node's QEMU (as ops.read_pid)."""
+    try:
+        with open(node.pidfile) as f:
+            pid = int(f.read().strip())
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            args = f.read()
+    except (OSError, ValueError):
+        return None
+    return pid if ("guest=%s," % node.vm_name).encode() in args else None
 
 
 def check_pair(pair, qemu, qemu_img, only=None):
@@ -215,6 +270,19 @@ def check_pair(pair, qemu, qemu_img, only=None):
         if only and node.name != only:
             continue
         mon = Monitor.open(node.name, node.monitor_address(), timeout=3)
+        pid = qemu_pid(node)
+        if not mon and pid:
+            # a busy QEMU (a checkpoint, a loaded host) may greet late;
+            # its ports are its own, not another program's
+            mon = Monitor.open(node.name, node.monitor_address(),
+                               timeout=30)
+            if not mon:
+                out.append(Finding(Finding.ERROR, "[nodes.%s]" % node.name,
+                                   "its QEMU (pid %d) runs but its monitor "
+                                   "%s does not answer" % (pid, node.monitor),
+                                   "look at its log %s; stop it (kill %d) "
+                                   "and start it again" % (node.log, pid)))
+                continue
         try:
             out += check_node(pair, node, qemu_img, mon)
             if mon:

@@ -18,7 +18,7 @@ import threading
 import time
 
 from .monitor import Monitor, MonitorError
-from .pair import command_line, shell_line
+from .pair import HEARTBEAT_ID, command_line, shell_line
 from .check import check_pair
 
 # objects of the primary side, in the order they are created
@@ -115,9 +115,12 @@ class NodeState:
     @property
     def role(self):
         """stopped, secondary (waiting or in COLO), primary (in COLO),
-        serving (running the guest alone)."""
+        serving (running the guest alone), frozen (in the failover-safe
+        run state: it never runs its guest again)."""
         if not self.mon:
             return "stopped"
+        if self.status == "failover-safe":
+            return "frozen"
         if self.mode in ("primary", "secondary"):
             return self.mode
         if self.status == "inmigrate":
@@ -382,6 +385,15 @@ def _protect(ctx, sts, progress, resync):
         raise OpError("%s is not a fresh secondary (%s, COLO mode %s); "
                       "stop it and start it again with --role secondary"
                       % (s.node.name, s.status, s.mode))
+    kind = former_role(p)
+    if kind:
+        # after a failover (the heartbeat's own only switches the COLO
+        # objects off): what the failover verb deletes
+        done = []
+        _tidy(ctx, p, kind, done)
+        if done:
+            ctx.say("%s: removed what the failover left (%s)"
+                    % (p.node.name, ", ".join(done)))
     secondary_setup(ctx, s)
     pm = p.mon
     me, peer = p.node.address, s.node.address
@@ -495,6 +507,47 @@ def _protect(ctx, sts, progress, resync):
     wait_until("COLO start", both, 120, pm.wait_events)
     ctx.say("protected: %s is the primary, %s the secondary"
             % (p.node.name, s.node.name))
+    wait_heartbeat(ctx, p, s)
+
+
+def heartbeat_alive(st):
+    """@st's heartbeat entry (query-colo-heartbeat) when it hears its
+    peer, else None."""
+    for hb in heartbeat(st) or []:
+        if hb.get("id") == HEARTBEAT_ID and hb.get("peer-alive"):
+            return hb
+    return None
+
+
+def wait_heartbeat(ctx, p, s, timeout=15):
+    """Once protected: both heartbeats hear their peer (a kill -9 of one
+    side is then noticed by the other), or say why not."""
+    hb = ctx.pair.heartbeat
+    if not hb["enabled"]:
+        ctx.say("no heartbeat (the description has [heartbeat] enabled = "
+                "false): a failover needs qemu-colo failover")
+        return
+    missing = [x.node.name for x in (p, s)
+               if not x.mon.has_command("query-colo-heartbeat") or
+               HEARTBEAT_ID not in x.objects()]
+    if missing:
+        ctx.say("warning: %s run(s) without the heartbeat object (started "
+                "by another tool?): a failover needs qemu-colo failover"
+                % " and ".join(missing))
+        return
+    try:
+        wait_until("heartbeat", lambda: heartbeat_alive(p) and
+                   heartbeat_alive(s), timeout, p.mon.wait_events)
+    except OpError:
+        ctx.say("warning: the heartbeat between %s and %s does not carry "
+                "(port %d at %s): each side reports the other's silence, "
+                "and a failover needs qemu-colo failover"
+                % (p.node.name, s.node.name, hb["port"],
+                   ctx.pair.heartbeat_listener().address))
+        return
+    ctx.say("heartbeat: both sides hear each other (interval %d ms, "
+            "timeout %d ms, failover %s)" % (hb["interval"], hb["timeout"],
+                                             hb["failover"]))
 
 
 def resync_disk(ctx, p, s, progress):
@@ -556,6 +609,104 @@ def failover(ctx, node, force=False):
         peer.close()
 
 
+def _tolerant(st, what, fn, done):
+    """Run @fn (one QMP step of a failover); when it fails because
+    another path (the heartbeat's automatic failover, running in QEMU at
+    the same moment) already did the same, as @done() then says, go on."""
+    try:
+        fn()
+        return True
+    except MonitorError:
+        st.refresh()
+        if done():
+            return False
+        raise
+
+
+def _end_colo(ctx, st, done):
+    """The COLO failover of @st's node itself: leaves COLO mode."""
+    node, m = st.node, st.mon
+    ended = lambda: (st.refresh() or st.mode == "none")   # noqa: E731
+    if st.mode == "secondary":
+        try:
+            m.cmd("nbd-server-stop")
+            done.append("nbd-server-stop")
+        except MonitorError as e:
+            if "not running" not in e.desc:
+                raise
+    if st.mode in ("primary", "secondary"):
+        try:
+            m.cmd("x-colo-lost-heartbeat")
+            done.append("x-colo-lost-heartbeat")
+        except MonitorError:
+            # the heartbeat (or an earlier run) started the same failover
+            # a moment ago: it ends by itself
+            pass
+    wait_until("%s: end of COLO" % node.name, ended, 30, m.wait_events)
+
+
+def _yank(st, done):
+    """A primary's connections to its secondary, cut (they may hang on a
+    secondary that is unreachable rather than dead)."""
+    m = st.mon
+    yank = []
+    for inst in m.cmd("query-yank"):
+        if (inst == {"type": "block-node", "node-name": "nbd0"} or
+                inst.get("type") == "chardev" and
+                inst.get("id") in ("mirror0", "compare1")):
+            yank.append(inst)
+    if yank and _tolerant(st, "yank", lambda: m.cmd("yank", instances=yank),
+                          lambda: st.mode == "none"):
+        done.append("yank")
+
+
+def _tidy(ctx, st, kind, done):
+    """What a failover leaves to delete on the survivor: the replication
+    child and the COLO filters of a primary, the redirectors and their
+    chardevs of a secondary.  The heartbeat's automatic failover only
+    switches them off; the resume procedures need them gone (a stale
+    redirector's chardev would connect to the new primary's ports)."""
+    m = st.mon
+    if kind == "secondary":
+        objs = st.objects()
+        for obj in ("f2", "f1"):
+            if obj in objs:
+                m.cmd("object-del", id=obj)
+                done.append("object-del " + obj)
+        chardevs = st.chardevs()
+        for cid in ("red1", "red0"):
+            if cid in chardevs:
+                m.cmd("chardev-remove", id=cid)
+                done.append("chardev-remove " + cid)
+        return
+    child = quorum_child_name(st, "replication0")
+    if child and _tolerant(
+            st, "x-blockdev-change",
+            lambda: m.cmd("x-blockdev-change", parent="colo-disk0",
+                          child=child),
+            lambda: not quorum_child_name(st, "replication0")):
+        done.append("x-blockdev-change")
+    if "replication0" in st.block_nodes() and _tolerant(
+            st, "drive_del", lambda: m.hmp("drive_del replication0"),
+            lambda: "replication0" not in st.block_nodes()):
+        done.append("drive_del replication0")
+    objs = st.objects()
+    for obj in ("comp0", "iothread1", "m0", "redire0", "redire1"):
+        if obj in objs:
+            m.cmd("object-del", id=obj)
+            done.append("object-del " + obj)
+
+
+def former_role(st):
+    """'primary' or 'secondary' when @st's node is, or was until a
+    failover, in COLO in that role; else None."""
+    if st.mode in ("primary", "secondary"):
+        return st.mode
+    if st.mode == "none" and st.last_mode in ("primary", "secondary"):
+        return st.last_mode
+    return None
+
+
 def _failover(ctx, st, peer, force):
     node = st.node
     if not st.mon:
@@ -570,71 +721,27 @@ def _failover(ctx, st, peer, force):
                       "or add --force if it is cut off for good"
                       % (peer.node.name, peer.mode, peer_pid or "?",
                          ctx.pair.path, peer.node.name))
-    m = st.mon
-    done = []
-    if st.mode == "secondary" or (st.mode == "none" and
-                                  st.last_mode == "secondary"):
-        if st.mode == "secondary":
-            try:
-                m.cmd("nbd-server-stop")
-                done.append("nbd-server-stop")
-            except MonitorError as e:
-                if "not running" not in e.desc:
-                    raise
-            m.cmd("x-colo-lost-heartbeat")
-            done.append("x-colo-lost-heartbeat")
-            wait_until("%s: end of COLO" % node.name,
-                       lambda: (st.refresh() or st.mode == "none"), 30,
-                       m.wait_events)
-        objs = st.objects()
-        for obj in ("f2", "f1"):
-            if obj in objs:
-                m.cmd("object-del", id=obj)
-                done.append("object-del " + obj)
-        chardevs = st.chardevs()
-        for cid in ("red1", "red0"):
-            if cid in chardevs:
-                m.cmd("chardev-remove", id=cid)
-                done.append("chardev-remove " + cid)
-        kind = "secondary"
-    elif st.mode == "primary" or (st.mode == "none" and
-                                  st.last_mode == "primary"):
-        yank = []
-        for inst in m.cmd("query-yank"):
-            if (inst == {"type": "block-node", "node-name": "nbd0"} or
-                    inst.get("type") == "chardev" and
-                    inst.get("id") in ("mirror0", "compare1")):
-                yank.append(inst)
-        if yank and st.mode == "primary":
-            m.cmd("yank", instances=yank)
-            done.append("yank")
-        child = quorum_child_name(st, "replication0")
-        if child:
-            m.cmd("x-blockdev-change", parent="colo-disk0", child=child)
-            done.append("x-blockdev-change")
-        if "replication0" in st.block_nodes():
-            m.hmp("drive_del replication0")
-            done.append("drive_del replication0")
-        objs = st.objects()
-        for obj in ("comp0", "iothread1", "m0", "redire0", "redire1"):
-            if obj in objs:
-                m.cmd("object-del", id=obj)
-                done.append("object-del " + obj)
-        if st.mode == "primary":
-            m.cmd("x-colo-lost-heartbeat")
-            done.append("x-colo-lost-heartbeat")
-        kind = "primary"
-    elif st.status == "inmigrate":
-        raise OpError("%s is a secondary that never received the guest "
-                      "(run state inmigrate): it cannot take over; start "
-                      "the guest elsewhere" % node.name)
-    else:
+    kind = former_role(st)
+    if kind is None:
+        if st.status == "inmigrate":
+            raise OpError("%s is a secondary that never received the guest "
+                          "(run state inmigrate): it cannot take over; start "
+                          "the guest elsewhere" % node.name)
         ctx.say("%s is not in COLO (run state %s); nothing to fail over"
                 % (node.name, st.status))
         return
-    wait_until("%s: end of COLO" % node.name,
-               lambda: (st.refresh() or st.mode == "none"), 30,
-               m.wait_events)
+    done = []
+    if st.mode == "primary":
+        # the documented order: cut the secondary off (yank), take the
+        # replication child and the filters away, then leave COLO
+        _yank(st, done)
+        _tidy(ctx, st, kind, done)
+        _end_colo(ctx, st, done)
+    else:
+        if st.mode == "secondary":
+            _end_colo(ctx, st, done)
+        _tidy(ctx, st, kind, done)
+    st.refresh()
     if not done:
         ctx.say("%s: the %s failover was already done; %s serves the guest "
                 "(%s)" % (node.name, kind, node.name, st.status))
@@ -646,6 +753,34 @@ def _failover(ctx, st, peer, force):
 # ------------------------------------------------------------ stop
 
 def stop(ctx, nodes):
+    if len(nodes) == len(ctx.pair.nodes):
+        # the whole pair: neither side may take the other's quit for a
+        # failure and take over (the heartbeat has no goodbye message)
+        for node in nodes:
+            st = NodeState(node)
+            try:
+                if st.mon and HEARTBEAT_ID in st.objects():
+                    st.mon.cmd("qom-set", path="/objects/" + HEARTBEAT_ID,
+                               property="failover", value="manual")
+            except MonitorError:
+                pass
+            finally:
+                st.close()
+    elif nodes:
+        peer = NodeState(nodes[0].peer)
+        try:
+            if peer.mon and HEARTBEAT_ID in peer.objects() and \
+                    peer.mode in ("primary", "secondary") and \
+                    peer.mon.cmd("qom-get", path="/objects/" + HEARTBEAT_ID,
+                                 property="failover") == "auto":
+                ctx.say("%s's heartbeat will see %s quit and %s by itself"
+                        % (peer.node.name, nodes[0].name,
+                           "take over" if peer.mode == "secondary" else
+                           "continue alone"))
+        except MonitorError:
+            pass
+        finally:
+            peer.close()
     for node in nodes:
         st = NodeState(node)
         pid = read_pid(node)
@@ -709,6 +844,12 @@ def next_step(ctx, sts):
     by = {}
     for n, role in r.items():
         by.setdefault(role, []).append(n)
+    if "frozen" in by:
+        f = by["frozen"][0]
+        return ("%s is frozen in failover-safe (it never runs its guest "
+                "again; its memory stays for post-mortem): dump what you "
+                "need, then qemu-colo stop %s --node %s, start a secondary "
+                "there and protect" % (f, path, f))
     if ra == rb == "stopped":
         return ("start the pair: qemu-colo start %s --node %s --role "
                 "primary, then qemu-colo start %s --node %s --role "
@@ -743,12 +884,30 @@ def next_step(ctx, sts):
 
 
 def pair_status(ctx, sts):
+    hb = ctx.pair.heartbeat
     d = {"pair": ctx.pair.path, "guest": ctx.pair.guest.name,
+         "heartbeat": (dict(hb, listener=ctx.pair.heartbeat_listener().name)
+                       if hb["enabled"] else None),
          "nodes": [node_status(s) for s in sts.values()]}
     modes = sorted(str(s.mode) for s in sts.values())
     d["protected"] = modes == ["primary", "secondary"]
     d["next"] = next_step(ctx, sts)
     return d
+
+
+def format_heartbeat(h):
+    seen = h.get("last-seen-ms")
+    if h.get("peer-alive"):
+        what = "peer alive (%s %s)" % (h.get("peer-mode"),
+                                       h.get("peer-status"))
+    elif not h.get("connected"):
+        what = "peer lost (not connected%s)" % (
+            ", last heard %.1f s ago" % (seen / 1000.0)
+            if seen is not None else ", never heard")
+    else:
+        what = "peer silent (last heard %s)" % (
+            "%.1f s ago" % (seen / 1000.0) if seen is not None else "never")
+    return "%s %s, failover %s" % (h.get("id"), what, h.get("failover"))
 
 
 def format_status(d):
@@ -772,12 +931,9 @@ def format_status(d):
         if n["heartbeat"] is None:
             extra.append("heartbeat not available")
         else:
-            hb = n["heartbeat"]
             extra.append("heartbeat %s" % (
-                ", ".join("%s %s" % (h.get("id"), "peer alive"
-                                     if h.get("peer-alive") else
-                                     "peer silent") for h in hb)
-                or "not configured"))
+                ", ".join(format_heartbeat(h) for h in n["heartbeat"])
+                or "none"))
         if "checkpoints" in n:
             extra.append("%d checkpoints, last pause %s" % (
                 n["checkpoints"], "%.0f ms" % n["last_pause_ms"]

@@ -98,6 +98,20 @@ PORT_KEYS = {
     "compare_local": 9001,
     "compare_out": 9005,
 }
+# The heartbeat (docs/system/qemu-colo.rst, "The heartbeat"): a
+# colo-heartbeat object on both QEMUs, linked by a socket chardev of its
+# own.  On by default.
+HEARTBEAT_KEYS = {
+    "enabled": (bool, True),
+    "interval": (int, 100),
+    "timeout": (int, 1000),
+    "failover": (str, "auto"),
+    "port": (int, 9010),
+}
+# The ids the heartbeat gets in each QEMU
+HEARTBEAT_ID = "hb0"
+HEARTBEAT_CHARDEV = "hbc"
+
 # Which ports each role listens on (on the node's own address).
 PRIMARY_PORTS = ("mirror", "compare", "compare_local", "compare_out")
 SECONDARY_PORTS = ("migration", "nbd")
@@ -202,7 +216,7 @@ class Pair:
         self.path = path
         self.findings = []
         f = self.findings
-        known = ("guest", "colo", "ports", "nodes", "tls")
+        known = ("guest", "colo", "ports", "heartbeat", "nodes", "tls")
         for key in data:
             if key not in known:
                 f.append(Finding(Finding.ERROR, path, "unknown section [%s]"
@@ -229,6 +243,11 @@ class Pair:
                                  "port number (1-65535), not %r" % (key, val)))
             else:
                 self.ports[key] = val
+        hbt = data.get("heartbeat", {})
+        if not isinstance(hbt, dict):
+            f.append(Finding(Finding.ERROR, "[heartbeat]", "is not a table"))
+            hbt = {}
+        self.heartbeat = _take(hbt, HEARTBEAT_KEYS, "[heartbeat]", f)
         self.tls = data.get("tls")
         nodes = data.get("nodes")
         if not isinstance(nodes, dict) or len(nodes) != 2:
@@ -259,6 +278,13 @@ class Pair:
 
     def peer(self, name):
         return [n for n in self.nodes.values() if n.name != name][0]
+
+    def heartbeat_listener(self):
+        """The node whose heartbeat chardev listens (the other connects,
+        with reconnect-ms): the first by name, whatever the roles, so that
+        a node started after a failover finds its peer's object as it
+        was."""
+        return self.nodes[sorted(self.nodes)[0]]
 
     def node(self, name):
         if name not in self.nodes:
@@ -341,8 +367,32 @@ class Pair:
         if self.colo["checkpoint_delay_ms"] < 1:
             f.append(Finding(Finding.ERROR, "[colo]", "checkpoint_delay_ms "
                              "must be positive"))
+        hb = self.heartbeat
+        if hb["enabled"]:
+            if hb["failover"] not in ("auto", "manual"):
+                f.append(Finding(Finding.ERROR, "[heartbeat]", "failover "
+                                 "must be \"auto\" or \"manual\", not %r"
+                                 % hb["failover"]))
+            if hb["interval"] < 1:
+                f.append(Finding(Finding.ERROR, "[heartbeat]", "interval "
+                                 "must be a positive number of ms"))
+            elif hb["timeout"] <= 2 * hb["interval"]:
+                f.append(Finding(
+                    Finding.ERROR, "[heartbeat]", "timeout %d ms is not "
+                    "more than twice the interval (%d ms): one late "
+                    "message would count as silence"
+                    % (hb["timeout"], hb["interval"]),
+                    "set timeout above %d (the default is 1000 with an "
+                    "interval of 100)" % (2 * hb["interval"])))
+            if not 0 < hb["port"] < 65536:
+                f.append(Finding(Finding.ERROR, "[heartbeat]", "port must "
+                                 "be a port number (1-65535), not %r"
+                                 % hb["port"]))
         seen = {}
-        for key, port in self.ports.items():
+        ports = dict(self.ports)
+        if hb["enabled"]:
+            ports["heartbeat port"] = hb["port"]
+        for key, port in ports.items():
             if port in seen:
                 f.append(Finding(Finding.ERROR, "[ports]", "%s and %s are "
                                  "both %d" % (seen[port], key, port),
@@ -436,6 +486,7 @@ def command_line(node, role, qemu):
             "-device", "%s,id=e0,netdev=hn0,mac=%s%s" % (g.nic_model, g.mac,
                                                         nic_opts)]
     h = _host(me)
+    cmd += heartbeat_args(node)
     if role == "primary":
         cmd += [
             "-chardev", "socket,id=mirror0,host=%s,port=%d,server=on,"
@@ -489,6 +540,27 @@ def command_line(node, role, qemu):
             "-incoming", "defer",
         ]
     return cmd
+
+
+def heartbeat_args(node):
+    """The heartbeat's chardev and object on @node (whatever its role):
+    the listener binds to its own address, the other node connects to it
+    and reconnects every 100 ms while it cannot."""
+    hb = node.pair.heartbeat
+    if not hb["enabled"]:
+        return []
+    lnode = node.pair.heartbeat_listener()
+    if lnode is node:
+        chardev = ("socket,id=%s,host=%s,port=%d,server=on,wait=off"
+                   % (HEARTBEAT_CHARDEV, _host(node.address), hb["port"]))
+    else:
+        chardev = ("socket,id=%s,host=%s,port=%d,reconnect-ms=100"
+                   % (HEARTBEAT_CHARDEV, _host(lnode.address), hb["port"]))
+    return ["-chardev", chardev,
+            "-object", "colo-heartbeat,id=%s,chardev=%s,interval=%d,"
+            "timeout=%d,failover=%s" % (HEARTBEAT_ID, HEARTBEAT_CHARDEV,
+                                        hb["interval"], hb["timeout"],
+                                        hb["failover"])]
 
 
 def _opt(value):

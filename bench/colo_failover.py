@@ -1,0 +1,687 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Benchmark: how long a COLO failover interrupts a client, with the
+heartbeat and without it, and what the heartbeat costs.
+
+Built on qemu-colo's library (python/qemu/colo: the pair description,
+start, protect, failover, stop), one pair of the test guest
+(tests/colo/guest) in network namespaces of its own, TCG, 128 MiB, pc,
+one vCPU.  A client in a third namespace holds ONE TCP connection to the
+guest for the whole run and sends "PING i" every 10 ms.
+
+Part 1, the heartbeat's own cost: the same pair description with
+[heartbeat] enabled = false and with the default heartbeat (interval
+100 ms, timeout 1000 ms), each a fresh pair protected, then --window
+seconds of PINGs: the client's round trip p50/p99 and the primary's
+checkpoint pauses (its STOP -> RESUME events) p50/p99, and the ratios.
+
+Part 2, the client's interruption at a fault of the primary: the time
+from the client's last reply before the fault to its first reply after
+it.  Three kinds, in rotation on one pair (so that the machine's load
+falls on all three alike), --runs of each:
+
+  auto     kill -9 of the primary, heartbeat failover=auto: the secondary
+           takes over by itself (COLO_HEARTBEAT_LOST peer-exit);
+  freeze   a memory failure on the primary (x-inject-memory-failure,
+           action optional) under -action memory-failure=freeze: the
+           primary freezes in failover-safe and the secondary takes over
+           (COLO_HEARTBEAT_LOST peer-failover-safe), no timeout waited;
+  agent    today's way: kill -9 of the primary; the heartbeat is set to
+           failover=manual (it only reports); an external agent polls
+           the primary's query-status every 100 ms and, when its monitor
+           is gone, runs the documented secondary failover (qemu-colo's
+           failover, in process: nbd-server-stop, x-colo-lost-heartbeat,
+           object-del, chardev-remove).
+
+After each fault the dead or frozen node is stopped, started again as
+the secondary and the pair protected again (the resume procedure), so
+the roles alternate.  p50/p99 of each kind, and the agent's figure over
+each automatic one.
+
+    colo_failover.py [--runs N] [--window S] [--json FILE]
+
+Needs root (namespaces, taps).  Takes about 15 s per run on 2 shared
+cores.  Fork only: upstream 10.2.2 has neither the heartbeat nor the
+failover-safe state.
+"""
+
+import argparse
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import benchlib  # noqa: E402  (puts build/qemu/python on sys.path)
+from qemu.colo import ops, pair as pairmod  # noqa: E402
+from qemu.colo.monitor import Monitor, MonitorError  # noqa: E402
+
+BUILD = os.path.join(TOP, "build", "qemu", "build")
+TAG = str(os.getpid())
+NS = "cfb-h-" + TAG
+NS_CLIENT = "cfb-c-" + TAG
+GUEST_IP = "192.168.79.10"
+CLIENT_IP = "192.168.79.2"
+MAC = "52:54:00:79:01:10"
+KINDS = ("auto", "freeze", "agent")
+T0 = time.monotonic()
+
+libc = ctypes.CDLL(None, use_errno=True)
+_netns = []
+
+
+def note(msg):
+    print("[%6.1fs] %s" % (time.monotonic() - T0, msg), file=sys.stderr,
+          flush=True)
+
+
+def sh(cmd, ns=None):
+    if ns:
+        cmd = ["ip", "netns", "exec", ns] + cmd
+    subprocess.run(cmd, check=True, stdout=subprocess.PIPE,
+                   stderr=subprocess.STDOUT)
+
+
+def enter_netns(ns):
+    """Move the calling thread into network namespace @ns (processes it
+    starts afterwards are born there)."""
+    fd = os.open("/run/netns/" + ns, os.O_RDONLY)
+    try:
+        if libc.setns(fd, 0x40000000) != 0:
+            raise OSError(ctypes.get_errno(), "setns " + ns)
+    finally:
+        os.close(fd)
+
+
+def setup_network():
+    """Namespace NS: a bridge with the two nodes' taps and the COLO link
+    on its loopback (127.0.0.1, 127.0.0.2); NS_CLIENT: the client, on the
+    bridge through a veth pair."""
+    for ns in (NS, NS_CLIENT):
+        sh(["ip", "netns", "add", ns])
+        _netns.append(ns)
+        sh(["ip", "link", "set", "lo", "up"], ns)
+    br = "cfbbr" + TAG
+    sh(["ip", "link", "add", br, "type", "bridge"], NS)
+    sh(["ip", "link", "set", br, "type", "bridge", "stp_state", "0",
+        "forward_delay", "0"], NS)
+    sh(["ip", "link", "set", br, "up"], NS)
+    for t in ("cfba" + TAG, "cfbb" + TAG):
+        sh(["ip", "tuntap", "add", "dev", t, "mode", "tap"], NS)
+        sh(["ip", "link", "set", t, "master", br], NS)
+        sh(["ip", "link", "set", t, "up"], NS)
+    vb, vc = "cfbv" + TAG, "cfbw" + TAG
+    sh(["ip", "link", "add", vb, "type", "veth", "peer", "name", vc], NS)
+    sh(["ip", "link", "set", vc, "netns", NS_CLIENT], NS)
+    sh(["ip", "link", "set", vb, "master", br], NS)
+    sh(["ip", "link", "set", vb, "up"], NS)
+    sh(["ip", "addr", "add", CLIENT_IP + "/24", "dev", vc], NS_CLIENT)
+    sh(["ip", "link", "set", vc, "up"], NS_CLIENT)
+
+
+def cleanup_network():
+    for ns in reversed(_netns):
+        subprocess.run(["ip", "netns", "delete", ns],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    del _netns[:]
+
+
+def write_pair(d, guest, heartbeat, delay_ms):
+    """A PAIR.toml for the two nodes in @d; @heartbeat: True/False."""
+    os.makedirs(d, exist_ok=True)
+    q = json.dumps
+    text = ['[guest]', 'name = "cfb"', 'memory = "128M"', 'vcpus = 1',
+            'machine = "pc"', 'accel = "tcg"', 'cpu = "qemu64"',
+            'disk_size = "64M"', 'nic_model = "virtio-net-pci"',
+            'nic_options = "romfile="', 'mac = %s' % q(MAC),
+            'kernel = %s' % q(guest["kernel"]),
+            'initrd = %s' % q(guest["initrd"]),
+            'append = %s' % q(guest["append"] + " colo_ip=%s/24 colo_bg=off"
+                              % GUEST_IP),
+            'extra_args = ["-action", "memory-failure=freeze"]',
+            '', '[colo]', 'checkpoint_delay_ms = %d' % delay_ms,
+            'qemu = %s' % q(os.path.join(BUILD, "qemu-system-x86_64")),
+            'qemu_img = %s' % q(os.path.join(BUILD, "qemu-img")),
+            '', '[heartbeat]', 'enabled = %s' % str(heartbeat).lower()]
+    for name, addr, tapdev in (("alpha", "127.0.0.1", "cfba" + TAG),
+                               ("beta", "127.0.0.2", "cfbb" + TAG)):
+        text += ['', '[nodes.%s]' % name, 'address = "%s"' % addr,
+                 'monitor = %s' % q(os.path.join(d, name + ".qmp")),
+                 'tap = "%s"' % tapdev,
+                 'disk = %s' % q(os.path.join(d, name + ".qcow2"))]
+    path = os.path.join(d, "pair.toml")
+    with open(path, "w") as f:
+        f.write("\n".join(text) + "\n")
+    for name in ("alpha", "beta"):
+        subprocess.run([os.path.join(BUILD, "qemu-img"), "create", "-q",
+                        "-f", "qcow2", os.path.join(d, name + ".qcow2"),
+                        "64M"], check=True)
+    p = pairmod.load(path)
+    errs = p.errors()
+    if errs:
+        raise RuntimeError("bench pair: %s" % "; ".join(map(str, errs)))
+    return p
+
+
+class Client(threading.Thread):
+    """One TCP connection to the guest's port 7777 from NS_CLIENT, a
+    "PING i" every 10 ms; every reply's arrival time (monotonic)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.connected = threading.Event()
+        self.replies = []       # (arrival, round trip ms)
+        self.errors = []
+        self.lock = threading.Lock()
+
+    def run(self):
+        enter_netns(NS_CLIENT)
+        deadline = time.monotonic() + 90
+        sock = None
+        while sock is None:
+            try:
+                sock = socket.create_connection((GUEST_IP, 7777), timeout=2)
+            except OSError as e:
+                if time.monotonic() > deadline:
+                    self.errors.append("connect: %s" % e)
+                    return
+                self.stop.wait(0.5)
+        sock.settimeout(60)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        f = sock.makefile("rw")
+        self.connected.set()
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            t = time.monotonic()
+            try:
+                f.write("PING %d\n" % i)
+                f.flush()
+                line = f.readline()
+            except OSError as e:
+                self.errors.append("PING %d: %s" % (i, e))
+                return
+            now = time.monotonic()
+            w = line.split()
+            if w[:1] != ["PONG"] or w[2:] != [str(i)]:
+                self.errors.append("PING %d got %r" % (i, line))
+                return
+            with self.lock:
+                self.replies.append((now, (now - t) * 1000))
+            self.stop.wait(0.01)
+        sock.close()
+
+    def count(self):
+        with self.lock:
+            return len(self.replies)
+
+    def wait_count(self, n, timeout):
+        deadline = time.monotonic() + timeout
+        while self.count() < n and not self.errors and self.is_alive():
+            if time.monotonic() > deadline:
+                break
+            self.stop.wait(0.05)
+        return self.count() >= n
+
+    def gap_around(self, t):
+        """(last reply at or before @t, first reply after it)."""
+        with self.lock:
+            before = [r[0] for r in self.replies if r[0] <= t]
+            after = [r[0] for r in self.replies if r[0] > t]
+        return (before[-1] if before else None,
+                after[0] if after else None)
+
+    def rtts_between(self, t0, t1):
+        with self.lock:
+            return [r[1] for r in self.replies if t0 <= r[0] <= t1]
+
+
+def wait_for(what, cond, timeout, step=0.05):
+    deadline = time.monotonic() + timeout
+    ev = threading.Event()
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise RuntimeError("%s: not after %g s" % (what, timeout))
+        ev.wait(step)
+
+
+def role_of(ctx, name):
+    st = ops.NodeState(ctx.pair.node(name))
+    try:
+        return st.role, st.mode, st.status
+    finally:
+        st.close()
+
+
+def reap(pid):
+    """The QEMUs are children of this process (ops.start): collect a dead
+    one so that it leaves no zombie behind."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def start_pair(ctx, client=None):
+    """alpha primary, beta secondary, protected."""
+    ops.start(ctx, ctx.pair.node("alpha"), "primary")
+    ops.start(ctx, ctx.pair.node("beta"), "secondary")
+    ops.protect(ctx, progress=False)
+
+
+class EventLog:
+    """A monitor on @node collecting its events (own thread)."""
+
+    def __init__(self, node):
+        self.mon = Monitor.open(node.name, node.monitor_address(), 5)
+        if not self.mon:
+            raise RuntimeError("%s: monitor does not answer" % node.name)
+        self.events = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            try:
+                evs = self.mon.wait_events(0.2)
+            except Exception:
+                return
+            with self.lock:
+                self.events += evs
+
+    def find(self, name):
+        with self.lock:
+            return [e for e in self.events if e["event"] == name]
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.mon.close()
+
+
+def cost_window(ctx, client, seconds):
+    """Client round trips and the primary's checkpoint pauses over
+    @seconds of PINGs on a protected pair."""
+    prim = [n for n in ("alpha", "beta")
+            if role_of(ctx, n)[0] == "primary"][0]
+    evlog = EventLog(ctx.pair.node(prim))
+    t0 = time.monotonic()
+    threading.Event().wait(seconds)
+    t1 = time.monotonic()
+    evlog.close()
+    pauses = []
+    stop_ts = None
+    for e in evlog.events:
+        ts = e["timestamp"]["seconds"] + e["timestamp"]["microseconds"] / 1e6
+        if e["event"] == "STOP":
+            stop_ts = ts
+        elif e["event"] == "RESUME" and stop_ts is not None:
+            pauses.append((ts - stop_ts) * 1000)
+            stop_ts = None
+    return {"rtt_ms": client.rtts_between(t0, t1), "pause_ms": pauses,
+            "seconds": t1 - t0}
+
+
+def part_cost(guest, work, window, delay_ms):
+    out = {}
+    for label, hb in (("without", False), ("with", True)):
+        d = os.path.join(work, "cost-" + label)
+        ctx = ops.Ctx(write_pair(d, guest, hb, delay_ms),
+                      os.path.join(BUILD, "qemu-system-x86_64"),
+                      os.path.join(BUILD, "qemu-img"), quiet=True)
+        client = Client()
+        try:
+            start_pair(ctx)
+            client.start()
+            if not client.connected.wait(90) or not client.wait_count(50,
+                                                                     60):
+                raise RuntimeError("client: %s" % client.errors)
+            w = cost_window(ctx, client, window)
+            out[label] = w
+            note("heartbeat %s: %d round trips p50 %.1f ms p99 %.1f ms; "
+                 "%d checkpoints, pause p50 %.1f ms p99 %.1f ms"
+                 % (label, len(w["rtt_ms"]),
+                    benchlib.percentile(w["rtt_ms"], 50),
+                    benchlib.percentile(w["rtt_ms"], 99),
+                    len(w["pause_ms"]),
+                    benchlib.percentile(w["pause_ms"], 50)
+                    if w["pause_ms"] else -1,
+                    benchlib.percentile(w["pause_ms"], 99)
+                    if w["pause_ms"] else -1))
+        finally:
+            client.stop.set()
+            if client.ident:
+                client.join(10)
+            ops.stop(ctx, list(ctx.pair.nodes.values()))
+    return out
+
+
+def set_policy(ctx, name, policy):
+    st = ops.NodeState(ctx.pair.node(name))
+    try:
+        if st.mon:
+            st.mon.cmd("qom-set", path="/objects/" + pairmod.HEARTBEAT_ID,
+                       property="failover", value=policy)
+    finally:
+        st.close()
+
+
+def agent(ctx, prim, sec, result, ready):
+    """Today's way: poll the primary's query-status every 100 ms; when
+    its monitor is gone, run the documented secondary failover."""
+    mon = Monitor.open(prim.name, prim.monitor_address(), 5)
+    ready.set()
+    ev = threading.Event()
+    try:
+        while True:
+            try:
+                mon.cmd("query-status", timeout=2)
+            except MonitorError:
+                break
+            ev.wait(0.1)
+        result["noticed"] = time.monotonic()
+        actx = ops.Ctx(ctx.pair, ctx.qemu, ctx.qemu_img, quiet=True)
+        ops.failover(actx, sec)
+        result["done"] = time.monotonic()
+    except Exception as e:
+        result["error"] = "%s" % e
+    finally:
+        mon.close()
+
+
+def one_run(ctx, client, kind):
+    """One fault of the primary; the interruption and what happened."""
+    prim = [n for n in ("alpha", "beta")
+            if role_of(ctx, n)[0] == "primary"][0]
+    p, s = ctx.pair.node(prim), ctx.pair.node(prim).peer
+    pid = ops.read_pid(p)
+    n0 = client.count()
+    if not client.wait_count(n0 + 100, 60):     # 1 s+ of steady replies
+        raise RuntimeError("client stalled before the fault: %s"
+                           % client.errors)
+    # (a QMP monitor serves one client at a time: the agent's failover
+    # needs the secondary's, so only the automatic kinds watch its events)
+    evlog = EventLog(s) if kind != "agent" else None
+    res = {"kind": kind, "primary": prim}
+    agent_res, agent_thread = {}, None
+    try:
+        if kind == "agent":
+            set_policy(ctx, s.name, "manual")
+            set_policy(ctx, p.name, "manual")
+            ready = threading.Event()
+            agent_thread = threading.Thread(
+                target=agent, args=(ctx, p, s, agent_res, ready),
+                daemon=True)
+            agent_thread.start()
+            ready.wait(10)
+        if kind == "freeze":
+            pm = Monitor.open(p.name, p.monitor_address(), 5)
+            t_fault = time.monotonic()
+            wall = time.time()
+            try:
+                pm.cmd("x-inject-memory-failure", address=0x2000000,
+                       **{"action-required": False})
+            finally:
+                pm.close()
+        else:
+            t_fault = time.monotonic()
+            wall = time.time()
+            os.kill(pid, signal.SIGKILL)
+        if not client.wait_count(client.count() + 5, 60):
+            raise RuntimeError("the client got no reply after the fault: "
+                               "%s%s" % (client.errors, agent_res))
+        last, first = client.gap_around(t_fault)
+        res["interruption_ms"] = (first - last) * 1000
+        res["after_fault_ms"] = (first - t_fault) * 1000
+        if kind == "agent":
+            agent_thread.join(60)
+            if "error" in agent_res:
+                raise RuntimeError("agent: %s" % agent_res["error"])
+            res["agent_noticed_ms"] = (agent_res["noticed"] - t_fault) * 1000
+            res["agent_commands_ms"] = (agent_res["done"] -
+                                        agent_res["noticed"]) * 1000
+        else:
+            lost = wait_for("COLO_HEARTBEAT_LOST",
+                            lambda: evlog.find("COLO_HEARTBEAT_LOST"), 30)
+            ev = lost[0]
+            res["event"] = ev["data"]
+            ts = (ev["timestamp"]["seconds"] +
+                  ev["timestamp"]["microseconds"] / 1e6)
+            res["event_after_fault_ms"] = (ts - wall) * 1000
+            want = "peer-exit" if kind == "auto" else "peer-failover-safe"
+            if ev["data"]["reason"] != want or \
+                    ev["data"]["action"] != "failover":
+                raise RuntimeError("unexpected %s" % ev)
+    finally:
+        if evlog:
+            evlog.close()
+    # the survivor serves; the dead or frozen node becomes the secondary
+    wait_for("%s serving" % s.name, lambda: role_of(ctx, s.name)[0] ==
+             "serving", 30, 0.2)
+    if kind == "freeze":
+        role = role_of(ctx, p.name)
+        res["frozen"] = role[2] == "failover-safe"
+        ops.stop(ctx, [p])
+    reap(pid)
+    if kind == "agent":
+        set_policy(ctx, s.name, "auto")
+    ops.start(ctx, p, "secondary")
+    ops.protect(ctx, progress=False)
+    return res
+
+
+def part_failover(guest, work, runs, delay_ms, kinds=KINDS):
+    d = os.path.join(work, "failover")
+    ctx = ops.Ctx(write_pair(d, guest, True, delay_ms),
+                  os.path.join(BUILD, "qemu-system-x86_64"),
+                  os.path.join(BUILD, "qemu-img"), quiet=True)
+    client = Client()
+    results = []
+    failures = []
+    try:
+        start_pair(ctx)
+        client.start()
+        if not client.connected.wait(90) or not client.wait_count(50, 60):
+            raise RuntimeError("client: %s" % client.errors)
+        for i in range(runs):
+            for kind in kinds:
+                try:
+                    r = one_run(ctx, client, kind)
+                except Exception as e:
+                    failures.append("%s run %d: %s" % (kind, i + 1, e))
+                    note("FAILED %s run %d: %s" % (kind, i + 1, e))
+                    traceback.print_exc(file=sys.stderr)
+                    return results, failures, client
+                results.append(r)
+                note("%-6s run %2d (primary %s): interruption %.0f ms%s"
+                     % (kind, i + 1, r["primary"], r["interruption_ms"],
+                        " (agent noticed after %.0f ms, commands %.0f ms)"
+                        % (r["agent_noticed_ms"], r["agent_commands_ms"])
+                        if kind == "agent" else
+                        " (%s after %.0f ms)" % (r["event"]["reason"],
+                                                 r["event_after_fault_ms"])))
+    finally:
+        client.stop.set()
+        if client.ident:
+            client.join(10)
+        try:
+            ops.stop(ctx, list(ctx.pair.nodes.values()))
+        except Exception as e:
+            note("stop: %s" % e)
+    return results, failures, client
+
+
+def stats(values):
+    if not values:
+        return None
+    return {"n": len(values), "p50": benchlib.percentile(values, 50),
+            "p99": benchlib.percentile(values, 99), "min": min(values),
+            "max": max(values)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=20,
+                    help="faults of each kind (default 20)")
+    ap.add_argument("--window", type=float, default=20,
+                    help="seconds of each heartbeat-cost window")
+    ap.add_argument("--checkpoint-delay", type=int, default=200,
+                    help="x-checkpoint-delay in ms (default 200)")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--skip-cost", action="store_true",
+                    help="only the failovers")
+    ap.add_argument("--max-minutes", type=float, default=60,
+                    help="give up (and clean up) after this long")
+    ap.add_argument("--kinds", default=",".join(KINDS),
+                    help="which faults, in rotation (default %(default)s)")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("colo_failover.py needs root (network namespaces, taps)")
+    guest = benchlib.guest()
+    work = tempfile.mkdtemp(prefix="colo-failover-bench-")
+    os.chmod(work, 0o755)
+    out = {"runs": args.runs, "window_s": args.window,
+           "checkpoint_delay_ms": args.checkpoint_delay}
+    failures = []
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt("signal %d" % signum)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGALRM, on_signal)
+    signal.alarm(int(args.max_minutes * 60))
+    try:
+        setup_network()
+        enter_netns(NS)         # the QEMUs are born here (taps, COLO link)
+        if not args.skip_cost:
+            cost = part_cost(guest, work, args.window,
+                             args.checkpoint_delay)
+            out["cost"] = {k: {"rtt_ms": stats(v["rtt_ms"]),
+                               "pause_ms": stats(v["pause_ms"]),
+                               "checkpoints_per_s": len(v["pause_ms"]) /
+                               v["seconds"]}
+                           for k, v in cost.items()}
+        results, failures, client = part_failover(
+            guest, work, args.runs, args.checkpoint_delay,
+            args.kinds.split(","))
+        out["runs_detail"] = results
+        out["failover"] = {}
+        for kind in KINDS:
+            rs = [r for r in results if r["kind"] == kind]
+            out["failover"][kind] = {
+                "interruption_ms": stats([r["interruption_ms"]
+                                          for r in rs])}
+            if kind == "agent":
+                out["failover"][kind]["noticed_ms"] = stats(
+                    [r["agent_noticed_ms"] for r in rs])
+                out["failover"][kind]["commands_ms"] = stats(
+                    [r["agent_commands_ms"] for r in rs])
+            else:
+                out["failover"][kind]["event_ms"] = stats(
+                    [r["event_after_fault_ms"] for r in rs])
+        out["client_errors"] = client.errors
+    except BaseException as e:
+        failures.append("aborted: %s" % e)
+        traceback.print_exc(file=sys.stderr)
+    finally:
+        # any QEMU still running in our directory
+        for root, _, files in os.walk(work):
+            for f in files:
+                if f.endswith(".pid"):
+                    try:
+                        pid = int(open(os.path.join(root, f)).read())
+                        if "cfb-" in open("/proc/%d/cmdline" % pid).read():
+                            os.kill(pid, signal.SIGKILL)
+                            reap(pid)
+                    except (OSError, ValueError):
+                        pass
+        signal.alarm(0)
+        cleanup_network()
+        shutil.rmtree(work, ignore_errors=True)
+    out["failures"] = failures
+    report(out)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 1 if failures else 0
+
+
+def report(out):
+    print("COLO failover interruption (client: one TCP connection, a PING "
+          "every 10 ms; last reply before the fault to first after), "
+          "checkpoint delay %d ms:" % out["checkpoint_delay_ms"])
+    fo = out.get("failover", {})
+    print("  %-46s %5s %9s %9s %9s" % ("", "n", "p50 ms", "p99 ms",
+                                        "max ms"))
+    labels = {"auto": "kill -9 of the primary, heartbeat auto",
+              "freeze": "memory failure on the primary (freeze)",
+              "agent": "kill -9, agent polling query-status 100 ms"}
+    for kind in KINDS:
+        s = (fo.get(kind) or {}).get("interruption_ms")
+        if s:
+            print("  %-46s %5d %9.0f %9.0f %9.0f" % (labels[kind], s["n"],
+                                                    s["p50"], s["p99"],
+                                                    s["max"]))
+    a = (fo.get("agent") or {}).get("interruption_ms")
+    for kind in ("auto", "freeze"):
+        s = (fo.get(kind) or {}).get("interruption_ms")
+        if a and s:
+            print("  agent / %-6s: p50 %.2fx, p99 %.2fx"
+                  % (kind, a["p50"] / s["p50"], a["p99"] / s["p99"]))
+    for kind in ("auto", "freeze"):
+        s = (fo.get(kind) or {}).get("event_ms")
+        if s:
+            print("  %s: COLO_HEARTBEAT_LOST on the secondary p50 %.0f ms "
+                  "p99 %.0f ms after the fault" % (kind, s["p50"], s["p99"]))
+    ag = fo.get("agent") or {}
+    if ag.get("noticed_ms"):
+        print("  agent: noticed p50 %.0f ms p99 %.0f ms after the kill; its "
+              "failover commands took p50 %.0f ms p99 %.0f ms"
+              % (ag["noticed_ms"]["p50"], ag["noticed_ms"]["p99"],
+                 ag["commands_ms"]["p50"], ag["commands_ms"]["p99"]))
+    cost = out.get("cost")
+    if cost:
+        print("The heartbeat's own cost (%g s windows, a fresh pair each):"
+              % out["window_s"])
+        print("  %-10s %8s %8s %8s   %6s %8s %8s %6s"
+              % ("heartbeat", "RTT n", "p50 ms", "p99 ms", "ckpts",
+                 "pause50", "pause99", "ckpt/s"))
+        for k in ("without", "with"):
+            c = cost.get(k)
+            if not c or not c["rtt_ms"]:
+                continue
+            pz = c["pause_ms"] or {"n": 0, "p50": 0, "p99": 0}
+            print("  %-10s %8d %8.1f %8.1f   %6d %8.1f %8.1f %6.2f"
+                  % (k, c["rtt_ms"]["n"], c["rtt_ms"]["p50"],
+                     c["rtt_ms"]["p99"], pz["n"], pz["p50"], pz["p99"],
+                     c["checkpoints_per_s"]))
+        w, wo = cost.get("with"), cost.get("without")
+        if w and wo and w["rtt_ms"] and wo["rtt_ms"] and w["pause_ms"] \
+                and wo["pause_ms"]:
+            print("  with/without: RTT p50 %.2fx p99 %.2fx; pause p50 "
+                  "%.2fx p99 %.2fx"
+                  % (w["rtt_ms"]["p50"] / wo["rtt_ms"]["p50"],
+                     w["rtt_ms"]["p99"] / wo["rtt_ms"]["p99"],
+                     w["pause_ms"]["p50"] / wo["pause_ms"]["p50"],
+                     w["pause_ms"]["p99"] / wo["pause_ms"]["p99"]))
+    for f in out.get("failures", []):
+        print("FAILED: %s" % f)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
