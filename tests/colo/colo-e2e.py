@@ -1000,12 +1000,13 @@ def on_demand_checkpoints(pair, client, diag):
         ping_traced_to = os.path.getsize(p.stderr_path)
         time_cp, times = phase("TIME")
         settle("PING")
-        c0 = pair.poll()
+        c0, w0 = pair.poll(), time.time()
         traced_from = os.path.getsize(p.stderr_path)
         opener = threading.Thread(target=open_fresh, daemon=True)
         opener.start()
         opener.join(60)
         fresh_cp = pair.poll() - c0
+        windows["fresh"] = (w0, c0, c0 + fresh_cp)
     finally:
         client.mix = mix
         p.ok("migrate-set-parameters",
@@ -1026,6 +1027,9 @@ def on_demand_checkpoints(pair, client, diag):
     if ping_cp:
         diag += ["PING phase checkpoint: " + t
                  for t in checkpoint_times("PING")]
+    if fresh_cp:
+        diag += ["new connections checkpoint: " + t
+                 for t in checkpoint_times("fresh")]
     for cp, start, end in ((ping_cp, ping_traced_from, ping_traced_to),
                            (fresh_cp, traced_from, None)):
         if not cp:
@@ -1034,9 +1038,18 @@ def on_demand_checkpoints(pair, client, diag):
             with open(p.stderr_path) as f:
                 f.seek(start)
                 text = f.read() if end is None else f.read(end - start)
-            diag += ["trace: " + line.strip()[:300]
-                     for line in text.splitlines()
-                     if line.startswith("colo_")][:8]
+            # the lines that can force a checkpoint; matches and non-IP
+            # frames (ARP) are only counted
+            lines = [line.strip() for line in text.splitlines()
+                     if line.startswith("colo_")]
+            routine = ("packet same and release packet",
+                       "unsupported packet in")
+            causes = [line for line in lines
+                      if not any(r in line for r in routine)]
+            diag += ["trace: " + line[:300] for line in causes[:8]]
+            diag.append("trace: %d lines in all, %d of them matches or "
+                        "non-IP frames" % (len(lines),
+                                           len(lines) - len(causes)))
         except OSError:
             pass
     # With more than one vCPU the two guests are not in lock-step inside:
