@@ -961,18 +961,34 @@ def on_demand_checkpoints(pair, client, diag):
             time.sleep(0.05)
         raise RuntimeError("no %s reply within 30 s" % answer)
 
+    windows = {}
+
     def phase(kind):
         answer = {"PING": "PONG"}.get(kind, kind)
         settle(kind)
-        c0, t0 = pair.poll(), time.monotonic()
+        c0, t0, w0 = pair.poll(), time.monotonic(), time.time()
         time.sleep(window)
         c1, t1 = pair.poll(), time.monotonic()
+        windows[kind] = (w0, c0, c1)
         with client.lock:
             n = len([1 for t, line in client.replies
                      if t0 <= t < t1 and line.startswith(answer)])
         return c1 - c0, n
 
+    def checkpoint_times(kind):
+        """When each checkpoint of phase @kind stopped the primary, in ms
+        after the window began, and after x-checkpoint-delay was set."""
+        w0, c0, c1 = windows[kind]
+        stops = [ev["timestamp"]["seconds"] +
+                 ev["timestamp"]["microseconds"] / 1e6
+                 for ev in p.events if ev["event"] == "STOP"]
+        return ["stop at %+.0f ms of the window, %.0f ms after the delay "
+                "was set" % ((ts - w0) * 1000, (ts - set_at) * 1000)
+                for ts in stops[c0:c1]]
+
     client.http_paused.set()    # HTTP replies differ across a second's end
+    # setting x-checkpoint-delay starts a checkpoint at once
+    set_at = time.time()
     p.ok("migrate-set-parameters", **{"x-checkpoint-delay": 3600 * 1000})
     try:
         # what makes colo-compare force a checkpoint goes to the primary's
@@ -984,12 +1000,13 @@ def on_demand_checkpoints(pair, client, diag):
         ping_traced_to = os.path.getsize(p.stderr_path)
         time_cp, times = phase("TIME")
         settle("PING")
-        c0 = pair.poll()
+        c0, w0 = pair.poll(), time.time()
         traced_from = os.path.getsize(p.stderr_path)
         opener = threading.Thread(target=open_fresh, daemon=True)
         opener.start()
         opener.join(60)
         fresh_cp = pair.poll() - c0
+        windows["fresh"] = (w0, c0, c0 + fresh_cp)
     finally:
         client.mix = mix
         p.ok("migrate-set-parameters",
@@ -1007,6 +1024,12 @@ def on_demand_checkpoints(pair, client, diag):
     diag.append("client errors: %s" % client.errors[:3])
     for ev in TRACED:
         p.cmd("trace-event-set-state", name=ev, enable=False)
+    if ping_cp:
+        diag += ["PING phase checkpoint: " + t
+                 for t in checkpoint_times("PING")]
+    if fresh_cp:
+        diag += ["new connections checkpoint: " + t
+                 for t in checkpoint_times("fresh")]
     for cp, start, end in ((ping_cp, ping_traced_from, ping_traced_to),
                            (fresh_cp, traced_from, None)):
         if not cp:
@@ -1015,9 +1038,18 @@ def on_demand_checkpoints(pair, client, diag):
             with open(p.stderr_path) as f:
                 f.seek(start)
                 text = f.read() if end is None else f.read(end - start)
-            diag += ["trace: " + line.strip()[:300]
-                     for line in text.splitlines()
-                     if line.startswith("colo_")][:8]
+            # the lines that can force a checkpoint; matches and non-IP
+            # frames (ARP) are only counted
+            lines = [line.strip() for line in text.splitlines()
+                     if line.startswith("colo_")]
+            routine = ("packet same and release packet",
+                       "unsupported packet in")
+            causes = [line for line in lines
+                      if not any(r in line for r in routine)]
+            diag += ["trace: " + line[:300] for line in causes[:8]]
+            diag.append("trace: %d lines in all, %d of them matches or "
+                        "non-IP frames" % (len(lines),
+                                           len(lines) - len(causes)))
         except OSError:
             pass
     # With more than one vCPU the two guests are not in lock-step inside:

@@ -14,7 +14,10 @@
  * More cases run on q35 (whose secondary aborted at its first
  * checkpoint), with the return-path capability (which stopped the pair
  * before COLO ran), and fail over on either side, idle or with a
- * checkpoint in flight, yanking the COLO channel out of band first.
+ * checkpoint in flight, yanking the COLO channel out of band first,
+ * including with the secondary's checkpoint stopped at a chosen phase
+ * (x-colo-pause-checkpoint) so that the failover meets it there every
+ * time.  migrate must refuse x-colo with postcopy-ram or multifd.
  * tests/colo/colo-e2e.py covers the whole procedure; this takes seconds.
  *
  * This work is licensed under the terms of the GNU GPL, version 2 or later.
@@ -437,6 +440,151 @@ static void test_failover(const void *data)
     colo_pair_free(&pair);
 }
 
+/*
+ * Failover with a checkpoint stopped at a chosen phase of its loading on
+ * the secondary (x-colo-pause-checkpoint: ram-receive, device-load,
+ * loaded).  The test writes a marker over two pages of the primary's RAM
+ * that the guest never writes, at a moment when it can only travel in
+ * the checkpoint that is then stopped, whole: a secondary that takes
+ * over has it whole once that checkpoint's RAM reached its guest
+ * (device-load, loaded) and none of it before (ram-receive), where it
+ * runs the previous checkpoint's state; a primary that continues alone
+ * has it, as its own state.  The guest's RAM must also be the RAM of one
+ * execution (check_guest_ram()), both monitors must answer while the
+ * checkpoint is stopped, and both QEMUs must quit.
+ */
+typedef struct PhaseFailoverCase {
+    ColoSetup setup;
+    const char *phase;
+    bool secondary_survives;
+    bool ram_applied;                   /* the secondary's guest has it */
+} PhaseFailoverCase;
+
+#define MARKER_ADDR (0x51000 - 8)
+#define MARKER_LEN 16
+
+static void pause_checkpoint(QTestState *qts, const char *phase)
+{
+    qtest_qmp_assert_success(qts, "{ 'execute': 'x-colo-pause-checkpoint',"
+                             "  'arguments': { 'phase': %s } }", phase);
+}
+
+static void wait_paused(QTestState *qts, const char *phase)
+{
+    QDict *ev = qtest_qmp_eventwait_ref(qts, "COLO_CHECKPOINT_PAUSED");
+
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "phase"), ==,
+                    phase);
+    qobject_unref(ev);
+}
+
+static void assert_monitor_answers(QTestState *qts)
+{
+    g_autofree char *status = query_str(qts, "query-status", "status");
+
+    g_assert_nonnull(status);
+}
+
+static void test_failover_at_phase(const void *data)
+{
+    const PhaseFailoverCase *fc = data;
+    ColoPair pair = { 0 };
+    QTestState *survivor, *peer;
+    uint8_t before[MARKER_LEN], marker[MARKER_LEN], now[MARKER_LEN];
+    bool marker_expected;
+    int i;
+
+    colo_pair_setup(&pair, &fc->setup);
+    colo_pair_start(&pair, x86_bootsect);
+    wait_checkpoints(pair.secondary, 2);
+
+    qtest_memread(pair.primary, MARKER_ADDR, before, MARKER_LEN);
+    for (i = 0; i < MARKER_LEN; i++) {
+        marker[i] = before[i] ^ (0x5a + i);
+    }
+
+    /*
+     * Checkpoint A stops once all of its RAM has arrived: the primary
+     * waits for it with its guest stopped, so the marker written now
+     * travels in the next checkpoint, B, which then stops at the phase.
+     */
+    pause_checkpoint(pair.secondary, "loaded");
+    wait_paused(pair.secondary, "loaded");
+    qtest_memwrite(pair.primary, MARKER_ADDR, marker, MARKER_LEN);
+    pause_checkpoint(pair.secondary, fc->phase);
+    wait_paused(pair.secondary, fc->phase);
+    assert_monitor_answers(pair.primary);
+    assert_monitor_answers(pair.secondary);
+
+    if (fc->secondary_survives) {
+        survivor = pair.secondary;
+        peer = pair.primary;
+        marker_expected = fc->ram_applied;
+    } else {
+        survivor = pair.primary;
+        peer = pair.secondary;
+        marker_expected = true;
+    }
+    yank_migration_oob(survivor);
+    qtest_qmp_assert_success(survivor,
+                             "{ 'execute': 'x-colo-lost-heartbeat' }");
+    qobject_unref(qtest_qmp_eventwait_ref(survivor, "COLO_EXIT"));
+    assert_monitor_answers(peer);
+
+    wait_colo_mode(survivor, "none");
+    wait_running(survivor);
+    wait_guest_progress(survivor);
+    check_guest_ram(survivor);
+    qtest_memread(survivor, MARKER_ADDR, now, MARKER_LEN);
+    g_assert_cmpmem(now, MARKER_LEN, marker_expected ? marker : before,
+                    MARKER_LEN);
+    /* the peer too, stopped checkpoint and all, must quit */
+    colo_pair_free(&pair);
+}
+
+/*
+ * COLO in 10.2.2 cannot work with postcopy-ram (the secondary would run
+ * before it has the checkpoint's memory) nor with multifd (its threads
+ * write pages straight into the secondary's guest, not the COLO cache):
+ * migrate refuses the combination at once, naming the capability, and
+ * the VM goes on running.
+ */
+static void test_refused_capability(const void *data)
+{
+    const char *capability = data;
+    ColoPair pair = { .boot_sector = x86_bootsect };
+    g_autofree char *uri = NULL;
+    g_autofree char *disk = NULL;
+    QTestState *qts;
+    QDict *rsp;
+    const char *desc;
+
+    pair.dir = g_dir_make_tmp("colo-checkpoint-XXXXXX", NULL);
+    g_assert_nonnull(pair.dir);
+    uri = g_strdup_printf("unix:%s/colo.sock", pair.dir);
+    qts = start_vm(&pair, "primary", "", NULL);
+    qtest_qmp_assert_success(qts, "{ 'execute': 'migrate-set-capabilities',"
+                             "  'arguments': { 'capabilities': [ {"
+                             "    'capability': 'x-colo', 'state': true }, {"
+                             "    'capability': %s, 'state': true"
+                             "  } ] } }", capability);
+    rsp = qtest_qmp(qts, "{ 'execute': 'migrate', 'arguments': { 'uri': %s } }",
+                    uri);
+    g_assert_true(qdict_haskey(rsp, "error"));
+    desc = qdict_get_str(qdict_get_qdict(rsp, "error"), "desc");
+    g_assert_nonnull(strstr(desc, "x-colo"));
+    g_assert_nonnull(strstr(desc, capability));
+    qobject_unref(rsp);
+    g_assert_true(colo_mode_is(qts, "none"));
+    wait_running(qts);
+
+    qtest_quit(qts);
+    disk = g_strdup_printf("%s/primary.img", pair.dir);
+    unlink(disk);
+    rmdir(pair.dir);
+    g_free(pair.dir);
+}
+
 static void wait_byte(QTestState *qts, uint64_t addr, uint8_t value)
 {
     gint64 deadline = g_get_monotonic_time() +
@@ -644,6 +792,18 @@ static const FailoverCase failover_cases[] = {
     { Q35_2VCPU_RP, .secondary_survives = false },
     { Q35_2VCPU_RP, .secondary_survives = false, .during_checkpoint = true },
 };
+static const PhaseFailoverCase phase_failover_cases[] = {
+    { Q35_2VCPU_RP, "ram-receive", .secondary_survives = true },
+    { Q35_2VCPU_RP, "device-load", .secondary_survives = true,
+      .ram_applied = true },
+    { Q35_2VCPU_RP, "loaded", .secondary_survives = true,
+      .ram_applied = true },
+    { Q35_2VCPU_RP, "ram-receive", .secondary_survives = false },
+    { Q35_2VCPU_RP, "device-load", .secondary_survives = false,
+      .ram_applied = true },
+    { Q35_2VCPU_RP, "loaded", .secondary_survives = false,
+      .ram_applied = true },
+};
 
 int main(int argc, char **argv)
 {
@@ -663,6 +823,10 @@ int main(int argc, char **argv)
     qtest_add_func("/colo-ha/colo/channel-nodelay", test_channel_nodelay);
     qtest_add_func("/colo-ha/colo/secondary-virtio-enabled",
                    test_secondary_virtio_enabled);
+    qtest_add_data_func("/colo-ha/colo/refused/postcopy-ram",
+                        "postcopy-ram", test_refused_capability);
+    qtest_add_data_func("/colo-ha/colo/refused/multifd", "multifd",
+                        test_refused_capability);
 
     qtest_add_data_func("/colo-ha/colo/q35/checkpoints", &q35,
                         test_checkpoints_on);
@@ -678,6 +842,14 @@ int main(int argc, char **argv)
             fc->during_checkpoint ? "during-checkpoint" : "idle");
 
         qtest_add_data_func(path, fc, test_failover);
+    }
+    for (i = 0; i < G_N_ELEMENTS(phase_failover_cases); i++) {
+        const PhaseFailoverCase *fc = &phase_failover_cases[i];
+        g_autofree char *path = g_strdup_printf(
+            "/colo-ha/colo/q35/failover/%s/%s",
+            fc->secondary_survives ? "secondary" : "primary", fc->phase);
+
+        qtest_add_data_func(path, fc, test_failover_at_phase);
     }
 
     return g_test_run();
