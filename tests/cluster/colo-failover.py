@@ -17,7 +17,9 @@ TAP cases:
      serving), the other joined as its COLO secondary by the agent
      (protect), the client served
   2. kill -9 of the primary's QEMU: the secondary takes over by itself
-     (heartbeat, peer-exit), the client's connection goes on, and the
+     (the heartbeat's peer-exit; or, when the heartbeat stays quiet, the
+     agent's helper on the COLO channel's error once the peer's host
+     refuses the peer's monitor), the client's connection goes on, and the
      cluster converges: promoted on the survivor, both nodes online
      (nothing fenced)
   3. the killed node's resource comes back and is re-protected by
@@ -57,6 +59,7 @@ BUILD = os.path.join(TOP, "build", "qemu", "build")
 QEMU_IMG = os.path.join(BUILD, "qemu-img")
 TOOL = os.path.join(TOP, "build", "qemu", "scripts", "qemu-colo")
 AGENT = os.path.join(TOP, "tools", "ocf", "colo")
+HELPER = os.path.join(TOP, "tools", "ocf", "colo-ha-colo")
 TAG = str(os.getpid())
 GUEST_IP = "192.168.78.10"
 CLIENT_IP = "192.168.78.2"
@@ -313,6 +316,15 @@ def qemu_pid(work, node):
         return int(f.read())
 
 
+def hb_state(c, node):
+    """The agent helper's view of @node's QEMU (run state, COLO mode,
+    heartbeat)."""
+    p = c.nodes[node].run([HELPER, "state",
+                           "/run/colo-ha-colo/colo/agent.sock"],
+                          check=False, timeout=60)
+    return p.stdout.replace("\n", " ")
+
+
 def node_file(c, node, name):
     """A file of the agent's state directory on @node."""
     try:
@@ -337,6 +349,7 @@ def kill_case(c, work, pair, client, nth):
     a = cluster.wait_for(lambda: promoted(c), 60, "a promoted node")
     b = other(a)
     pid = qemu_pid(work, a)
+    before = {n: hb_state(c, n) for n in c.nodes}
     n0 = client.count()
     t_kill = time.time()
     os.kill(pid, signal.SIGKILL)
@@ -356,16 +369,42 @@ def kill_case(c, work, pair, client, nth):
     log("timing kill%d fault_to_cluster_converged_ms: %.0f (polled)"
         % (nth, (t_conv - t_kill) * 1000))
     hb = node_file(c, b, "events.log")
-    took_over = '"reason": "peer-exit"' in hb and '"action": "failover"' in hb
+    wlog = node_file(c, b, "watch.log")
+    since = []
+    for line in hb.splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if ev["timestamp"]["seconds"] >= int(t_kill) - 1:
+            since.append(ev)
+    # who took over: the heartbeat by itself (peer-exit, action
+    # failover), or the agent's helper on the secondary when the COLO
+    # channel broke and the peer's host refused its monitor (the peer's
+    # process ended)
+    by_hb = any(e["event"] == "COLO_HEARTBEAT_LOST" and
+                e["data"].get("reason") == "peer-exit" and
+                e["data"].get("action") == "failover" for e in since)
+    by_agent = any(float(line.split()[0]) >= t_kill - 1 and
+                   "its process ended; failing over" in line
+                   for line in wlog.splitlines()
+                   if line[:1].isdigit())
+    took_over = by_hb or by_agent
+    log("kill%d: taken over by %s" % (nth, "the heartbeat" if by_hb else
+                                      "the agent's helper" if by_agent
+                                      else "nobody by itself"))
     ok = cont and not client.errors and conv and took_over
     tap(ok, "kill -9 of the primary's QEMU on %s: %s takes over by itself "
-        "(heartbeat peer-exit), the client's connection goes on, the "
+        "(heartbeat peer-exit, or the agent's helper on the COLO channel's "
+        "error with the peer's process gone), the client's connection "
+        "goes on, the "
         "cluster converges (promoted on %s, both nodes online, no fencing)"
         % (a, b, b),
         ["client continued %s, errors %s" % (cont, client.errors[:3]),
          "converged %s: roles %s" % (conv, roles(c, b)),
+         "before the kill: %s" % before,
          "events on %s: %s" % (b, hb[-1500:]),
-         "watch.log on %s: %s" % (b, node_file(c, b, "watch.log")[-1500:])])
+         "watch.log on %s: %s" % (b, wlog[-1500:])])
     if not ok:
         return None
     t0 = time.time()
