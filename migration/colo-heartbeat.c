@@ -509,6 +509,16 @@ static void chb_handle(ColoHeartbeat *hb, const uint8_t *msg)
         chb_lost(hb, COLO_HEARTBEAT_LOSS_REASON_PEER_TOOK_OVER);
     } else if (!(flags & CHB_FLAG_TOOK_OVER)) {
         hb->peer_took_over = false;
+        /*
+         * The peer cleared its flag: it was protected again, with this
+         * side as its new partner.  A fresh QEMU that saw the flag
+         * before it joined must not stay "lost" for good, or the exit
+         * of that peer later would never be reported nor acted on.
+         */
+        if (hb->lost &&
+            hb->lost_reason == COLO_HEARTBEAT_LOSS_REASON_PEER_TOOK_OVER) {
+            hb->lost = false;
+        }
     }
 }
 
