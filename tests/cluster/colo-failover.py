@@ -433,6 +433,16 @@ def cut_case(c, work, pair, client, links):
     a = cluster.wait_for(lambda: promoted(c), 60, "a promoted node")
     b = other(a)
     ns = c.nodes[a].netns
+    log_a = os.path.join(c.workdir, a, "pacemaker.log")
+    demote_line = "Result of demote operation for colo on %s: ok" % a
+
+    def demotes():
+        try:
+            with open(log_a, errors="replace") as f:
+                return f.read().count(demote_line)
+        except OSError:
+            return 0
+    d0 = demotes()
     n0 = client.count()
     t_cut = time.time()
     for link in links[a]:
@@ -449,16 +459,8 @@ def cut_case(c, work, pair, client, links):
     t_prom = time.time()
     # node A, without quorum, demotes (freezes) its primary
     demoted = False
-    log_a = os.path.join(c.workdir, a, "pacemaker.log")
-
-    def a_demoted():
-        try:
-            with open(log_a, errors="replace") as f:
-                return "Result of demote operation for colo" in f.read()
-        except OSError:
-            return False
     try:
-        cluster.wait_for(a_demoted, 120, "demote on %s" % a)
+        cluster.wait_for(lambda: demotes() > d0, 120, "demote on %s" % a)
         demoted = True
     except cluster.ClusterError as e:
         log(str(e))
