@@ -7,13 +7,13 @@ two-node corosync + Pacemaker cluster with a quorum device, in network
 namespaces, the test guest under TCG) --runs times and collects, per
 case, what its TAP comments measured:
 
-  kill1, kill2  kill -9 of the primary's QEMU: fault to the client's
-                first reply (the heartbeat's takeover, no cluster
-                action needed), fault to the cluster converged (promoted
+  kill1, kill2  kill -9 of the primary's QEMU: the client's longest
+                wait for a reply after the fault (the heartbeat's
+                takeover, no cluster action needed), fault to the cluster converged (promoted
                 on the survivor; polled, so within about a second), fault
                 to the pair protected again
-  cut           the primary's node cut off: fault to the client's first
-                reply, fault to the survivor promoted
+  cut           the primary's node cut off: the client's longest wait
+                for a reply, fault to the survivor promoted
 
 The reference for "today's stack" is in the issue's numbers (no agent
 manages a COLO pair upstream): nothing fails the pair over by itself.
