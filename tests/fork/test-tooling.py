@@ -231,7 +231,8 @@ def test_missing_patch_stops():
     assert "reached" not in proc.stdout, proc.stdout
 
 
-@case("fork/check kills a suite past its timeout and counts missing cases")
+@case("fork/check kills a suite past its timeout, counts missing cases "
+      "and a TODO case as todo, not passed")
 def test_check_timeout_and_plan():
     t = os.path.join(scratch.repo, "t")
     os.makedirs(t, exist_ok=True)
@@ -243,6 +244,9 @@ def test_check_timeout_and_plan():
                    'signal.pause()\n',
         # no plan
         "noplan.py": 'print("ok 1 - one")\n',
+        # a known gap, reported as such
+        "todo.py": 'print("1..2")\nprint("ok 1 - one")\n'
+                   'print("not ok 2 - two # TODO known gap")\n',
     }
     for name, text in scripts.items():
         with open(os.path.join(t, name), "w") as f:
@@ -251,7 +255,7 @@ def test_check_timeout_and_plan():
     before = open(suites).read()
     with open(suites, "w") as f:
         f.write("script t/short.py\ntimeout=2 script t/hang.py\n"
-                "script t/noplan.py\n")
+                "script t/noplan.py\nscript t/todo.py\n")
     start = time.monotonic()
     proc = run(["fork/check"], cwd=scratch.repo, check=False)
     with open(suites, "w") as f:
@@ -260,8 +264,9 @@ def test_check_timeout_and_plan():
     assert proc.returncode != 0, proc.stdout
     lines = proc.stdout.splitlines()
     assert "killed after 2 s" in proc.stdout, proc.stdout
-    # short: 1 passed 2 missing; hang: 1 missing + timeout; noplan: 1 + 1
-    assert lines[-1] == "2 passed, 5 failed, 0 skipped", proc.stdout
+    # short: 1 passed 2 missing; hang: 1 missing + timeout; noplan: 1 + 1;
+    # todo: 1 passed, 1 todo
+    assert lines[-1] == "3 passed, 5 failed, 0 skipped, 1 todo", proc.stdout
     assert time.monotonic() - start < 600, proc.stdout
 
 
