@@ -66,6 +66,7 @@ class Qemu:
         self.workdir = workdir
         self.qmp_path = os.path.join(workdir, name + ".qmp")
         self.console = os.path.join(workdir, name + ".console")
+        self.stderr_path = os.path.join(workdir, name + ".stderr")
         cmd = [binary(flavour), "-nodefaults", "-display", "none",
                "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path,
                "-serial", "file:" + self.console] + args

@@ -51,6 +51,7 @@ typedef struct HaQuiesceState {
     char *reason;
     int64_t since_us;           /* realtime, microseconds since epoch */
     int64_t t0_us;              /* monotonic trigger time */
+    int64_t step_us;            /* monotonic end of the last step */
     uint64_t latency_us;
     strList *released;
     strList **released_tail;
@@ -125,6 +126,19 @@ static void ha_quiesce_fail(const char *what, const char *msg)
     warn_report("failover-safe: could not release %s: %s", what, msg);
 }
 
+/*
+ * The time each step of the freeze took, for the trace (and the
+ * breakdown of bench/ha_quiesce.py): monotonic, from the end of the
+ * previous step, and from the trigger.
+ */
+static void ha_quiesce_phase(const char *step)
+{
+    int64_t now = g_get_monotonic_time();
+
+    trace_ha_quiesce_phase(step, now - haq.step_us, now - haq.t0_us);
+    haq.step_us = now;
+}
+
 static void ha_quiesce_purge_nic(NICState *nic, void *opaque)
 {
     int i, queues = MAX(nic->conf->peers.queues, 1);
@@ -148,6 +162,7 @@ static void ha_quiesce_trigger(const char *reason)
     }
     qemu_net_freeze();
     haq.t0_us = g_get_monotonic_time();
+    haq.step_us = haq.t0_us;
     haq.since_us = g_get_real_time();
     haq.reason = g_strdup(reason);
     qatomic_set(&haq.triggered, true);
@@ -174,8 +189,11 @@ static void ha_quiesce_complete(void)
         return;
     }
     haq.started = true;
+    /* from the trigger to here: the bottom half of a vCPU's trigger */
+    ha_quiesce_phase("dispatch");
 
     notifier_list_notify(&haq_notifiers, haq.reason);
+    ha_quiesce_phase("notifiers");
 
     /* An outgoing migration must not send anything more */
     if (migration_is_running()) {
@@ -187,6 +205,7 @@ static void ha_quiesce_complete(void)
         } else {
             ha_quiesce_release("migration");
         }
+        ha_quiesce_phase("migration");
     }
 
     /* vCPUs: from any state, including paused, inmigrate, guest-panicked */
@@ -195,12 +214,15 @@ static void ha_quiesce_complete(void)
         runstate_set(RUN_STATE_FAILOVER_SAFE);
     }
     ha_quiesce_release("vcpus");
+    ha_quiesce_phase("vcpus");
 
     job_cancel_sync_all();
     ha_quiesce_release("block-jobs");
+    ha_quiesce_phase("block-jobs");
 
     blk_exp_close_all();
     ha_quiesce_release("block-exports");
+    ha_quiesce_phase("block-exports");
 
     if (nbd_server_is_running()) {
         qmp_nbd_server_stop(&err);
@@ -211,15 +233,18 @@ static void ha_quiesce_complete(void)
         } else {
             ha_quiesce_release("nbd-server");
         }
+        ha_quiesce_phase("nbd-server");
     }
 
     bdrv_drain_all();
+    ha_quiesce_phase("drain");
     ret = bdrv_flush_all();
     if (ret < 0) {
         ha_quiesce_fail("block-flush", strerror(-ret));
     } else {
         ha_quiesce_release("block-flush");
     }
+    ha_quiesce_phase("flush");
 
     ret = bdrv_inactivate_all();
     if (ret < 0) {
@@ -227,8 +252,10 @@ static void ha_quiesce_complete(void)
     } else {
         ha_quiesce_release("block-inactivate");
     }
+    ha_quiesce_phase("inactivate");
 
     qemu_foreach_nic(ha_quiesce_purge_nic, NULL);
+    ha_quiesce_phase("net-purge");
     /* every thread that sends frames (IOThreads) has seen the gate */
     if (qemu_net_freeze_sync(HA_NET_SYNC_TIMEOUT_MS)) {
         ha_quiesce_release("net");
@@ -236,12 +263,14 @@ static void ha_quiesce_complete(void)
         ha_quiesce_fail("net", "an IOThread did not observe the network "
                         "gate in time");
     }
+    ha_quiesce_phase("net-sync");
 
     haq.latency_us = g_get_monotonic_time() - haq.t0_us;
     haq.done = true;
     trace_ha_quiesce_done(haq.reason, haq.latency_us);
     qapi_event_send_failover_safe(haq.reason, haq.latency_us,
                                   haq.released, haq.failed);
+    ha_quiesce_phase("event");
 }
 
 static void ha_quiesce_bh(void *opaque)
