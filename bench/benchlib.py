@@ -23,8 +23,13 @@ BINARIES = {
 }
 
 
+# Another fork binary to measure (say, one built before a change)
+OVERRIDE = {}
+
+
 def binary(flavour, name="qemu-system-x86_64"):
-    path = os.path.join(BINARIES[flavour], name)
+    path = OVERRIDE.get((flavour, name)) or os.path.join(BINARIES[flavour],
+                                                         name)
     if not os.access(path, os.X_OK):
         sys.exit("bench: %s is missing; run 'make bench' (it builds both)"
                  % path)

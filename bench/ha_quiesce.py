@@ -173,7 +173,13 @@ def main():
     ap.add_argument("--fork-only", action="store_true",
                     help="only the fork's variants (no upstream build "
                     "needed; no comparison)")
+    ap.add_argument("--fork-binary", metavar="PATH",
+                    help="the fork's qemu-system-x86_64 to measure (default: "
+                    "build/qemu/build's); a copy kept in that directory, "
+                    "so that it finds the same firmware, compares builds")
     opts = ap.parse_args()
+    if opts.fork_binary:
+        benchlib.OVERRIDE[("fork", "qemu-system-x86_64")] = opts.fork_binary
     g = benchlib.guest()
     variants = [("fork", "ha-quiesce"), ("fork", "memory-failure")]
     if not opts.fork_only:

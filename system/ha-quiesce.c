@@ -162,6 +162,8 @@ static void ha_quiesce_trigger(const char *reason)
     }
     qemu_net_freeze();
     haq.t0_us = g_get_monotonic_time();
+    /* the IOThreads acknowledge the gate while the freeze goes on */
+    qemu_net_freeze_sync_start();
     haq.step_us = haq.t0_us;
     haq.since_us = g_get_real_time();
     haq.reason = g_strdup(reason);
