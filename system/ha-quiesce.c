@@ -5,10 +5,12 @@
  *
  * Entering failover-safe (from QMP ha-quiesce, HMP ha_quiesce, or a
  * freeze policy: memory failure, guest panic, accelerator internal
- * error) closes the network gate, stops the vCPUs, cancels block jobs,
- * closes block exports and the NBD server, drains and flushes,
- * inactivates every block node so that image locks are released, and
- * purges every queued network frame.  Guest RAM and device state stay.
+ * error) closes the network gate and asks the vCPUs and IOThreads to
+ * stop and acknowledge it, cancels block jobs, closes block exports and
+ * the NBD server, stops the VM (waits for the vCPUs, drains and
+ * flushes), inactivates every block node so that image locks are
+ * released, purges every queued network frame and collects the
+ * IOThreads' acknowledgements.  Guest RAM and device state stay.
  * Nothing but quit leaves the state.  The freeze runs once.
  *
  * The hardware-error log is in ha-hwerr.c, SIGBUS and poisoned pages in
@@ -139,6 +141,18 @@ static void ha_quiesce_phase(const char *step)
     haq.step_us = now;
 }
 
+static VMChangeStateEntry *ha_quiesce_vm_stop_entry;
+
+/* First of the run state handlers when vm_stop() stops the VM */
+static void ha_quiesce_vm_stopped(void *opaque, bool running,
+                                  RunState state)
+{
+    if (!running && state == RUN_STATE_FAILOVER_SAFE) {
+        /* vm_stop() has waited for the vCPUs; drain and flush follow */
+        ha_quiesce_phase("vcpus");
+    }
+}
+
 static void ha_quiesce_purge_nic(NICState *nic, void *opaque)
 {
     int i, queues = MAX(nic->conf->peers.queues, 1);
@@ -154,7 +168,27 @@ static void ha_quiesce_purge_nic(NICState *nic, void *opaque)
     }
 }
 
-/* Record the trigger; cheap, any thread, BQL held */
+/*
+ * Ask every vCPU (but the caller's) to stop now, without waiting: they
+ * leave guest code while the freeze cancels jobs and closes exports, and
+ * vm_stop() then finds them stopped or about to be.  pause_all_vcpus()
+ * asks again and waits.  Only a running VM has vCPUs to ask.
+ */
+static void ha_quiesce_ask_vcpus_to_stop(void)
+{
+    CPUState *cpu;
+
+    if (!runstate_is_running()) {
+        return;
+    }
+    CPU_FOREACH(cpu) {
+        if (!qemu_cpu_is_self(cpu)) {
+            cpu_pause(cpu);
+        }
+    }
+}
+
+/* Record the trigger and start what can run meanwhile; BQL held */
 static void ha_quiesce_trigger(const char *reason)
 {
     if (haq.triggered) {
@@ -162,6 +196,7 @@ static void ha_quiesce_trigger(const char *reason)
     }
     qemu_net_freeze();
     haq.t0_us = g_get_monotonic_time();
+    ha_quiesce_ask_vcpus_to_stop();
     /* the IOThreads acknowledge the gate while the freeze goes on */
     qemu_net_freeze_sync_start();
     haq.step_us = haq.t0_us;
@@ -210,14 +245,12 @@ static void ha_quiesce_complete(void)
         ha_quiesce_phase("migration");
     }
 
-    /* vCPUs: from any state, including paused, inmigrate, guest-panicked */
-    vm_stop_force_state(RUN_STATE_FAILOVER_SAFE);
-    if (runstate_get() != RUN_STATE_FAILOVER_SAFE) {
-        runstate_set(RUN_STATE_FAILOVER_SAFE);
-    }
-    ha_quiesce_release("vcpus");
-    ha_quiesce_phase("vcpus");
-
+    /*
+     * Block jobs, exports and the NBD server first, while the vCPUs asked
+     * to stop at the trigger leave guest code: whatever they write is
+     * then drained and flushed once, by vm_stop() below, instead of by
+     * vm_stop() and again after them.
+     */
     job_cancel_sync_all();
     ha_quiesce_release("block-jobs");
     ha_quiesce_phase("block-jobs");
@@ -238,8 +271,28 @@ static void ha_quiesce_complete(void)
         ha_quiesce_phase("nbd-server");
     }
 
-    bdrv_drain_all();
-    ha_quiesce_phase("drain");
+    /*
+     * vCPUs: from any state, including paused, inmigrate, guest-panicked.
+     * vm_stop() drains and flushes every block device after the vCPUs
+     * and devices stop; nothing that writes is left after it.
+     */
+    ha_quiesce_vm_stop_entry =
+        qemu_add_vm_change_state_handler_prio(ha_quiesce_vm_stopped, NULL,
+                                              INT_MAX);
+    vm_stop_force_state(RUN_STATE_FAILOVER_SAFE);
+    qemu_del_vm_change_state_handler(ha_quiesce_vm_stop_entry);
+    ha_quiesce_vm_stop_entry = NULL;
+    if (runstate_get() != RUN_STATE_FAILOVER_SAFE) {
+        runstate_set(RUN_STATE_FAILOVER_SAFE);
+    }
+    ha_quiesce_release("vcpus");
+    ha_quiesce_phase("vm-stop-drain-flush");
+
+    /*
+     * Only to know whether the flush succeeded (vm_stop() does not say
+     * which of its steps failed): every node is clean, so this is a
+     * generation check per node, not a second flush.
+     */
     ret = bdrv_flush_all();
     if (ret < 0) {
         ha_quiesce_fail("block-flush", strerror(-ret));
