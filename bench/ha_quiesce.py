@@ -223,7 +223,7 @@ def main():
     print("The fork's freeze step by step (ms, ha_quiesce_phase trace "
           "events, in QEMU's order; 'dispatch' is trigger to main loop)")
     cols = [v for v in variants if v in phases]
-    print("%-16s" % "step" + "".join("%14s %8s" % ("%s p50" % v[1][:9], "p99")
+    print("%-20s" % "step" + "".join("%14s %8s" % ("%s p50" % v[1][:9], "p99")
                                      for v in cols))
     steps = []
     for v in cols:
@@ -232,7 +232,7 @@ def main():
                 steps.append(step)
     steps.append("in QEMU, total")
     for step in steps:
-        row = "%-16s" % step
+        row = "%-20s" % step
         for v in cols:
             vals = phases[v].get(step)
             if vals:
