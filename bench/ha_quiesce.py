@@ -119,9 +119,10 @@ def one_run(flavour, trigger, g, workdir):
             "-device", "ide-hd,drive=d0",
             "-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:%d-:7777" % port,
             "-device", "e1000,romfile=,netdev=n0"]
-    if flavour == "fork" and trigger == "memory-failure":
+    fork = flavour in ("fork", "baseline")
+    if fork and trigger == "memory-failure":
         args += ["-action", "memory-failure=freeze"]
-    if flavour == "fork":
+    if fork:
         args += ["-trace", "enable=ha_quiesce_phase"]
     vm = benchlib.Qemu(flavour, args, workdir)
     try:
@@ -139,7 +140,7 @@ def one_run(flavour, trigger, g, workdir):
         watcher = LockWatcher(image)
         watcher.start()
         t0 = time.monotonic()
-        if flavour == "fork":
+        if fork:
             if trigger == "memory-failure":
                 vm.cmd("x-inject-memory-failure", address=0x100000,
                        **{"action-required": False})
@@ -173,6 +174,12 @@ def main():
     ap.add_argument("--fork-only", action="store_true",
                     help="only the fork's variants (no upstream build "
                     "needed; no comparison)")
+    ap.add_argument("--baseline-binary", metavar="PATH",
+                    help="also measure this build of the fork (say, the "
+                    "one before a change), interleaved with the others so "
+                    "that all see the same load; a copy of the binary "
+                    "kept in build/qemu/build, so that it finds the same "
+                    "firmware")
     ap.add_argument("--fork-binary", metavar="PATH",
                     help="the fork's qemu-system-x86_64 to measure (default: "
                     "build/qemu/build's); a copy kept in that directory, "
@@ -182,10 +189,17 @@ def main():
         benchlib.OVERRIDE[("fork", "qemu-system-x86_64")] = opts.fork_binary
     g = benchlib.guest()
     variants = [("fork", "ha-quiesce"), ("fork", "memory-failure")]
+    if opts.baseline_binary:
+        benchlib.BINARIES["baseline"] = os.path.dirname(
+            os.path.abspath(opts.baseline_binary))
+        benchlib.OVERRIDE[("baseline", "qemu-system-x86_64")] = \
+            opts.baseline_binary
+        variants = [("baseline", "ha-quiesce"),
+                    ("baseline", "memory-failure")] + variants
     if not opts.fork_only:
         variants.append(("upstream", "qmp-agent"))
     results = {v: ([], []) for v in variants}
-    phases = {v: {} for v in variants if v[0] == "fork"}
+    phases = {v: {} for v in variants if v[0] != "upstream"}
     workdir = benchlib.scratch_dir("ha-bench-")
     try:
         for i in range(opts.runs):
@@ -223,8 +237,11 @@ def main():
     print("The fork's freeze step by step (ms, ha_quiesce_phase trace "
           "events, in QEMU's order; 'dispatch' is trigger to main loop)")
     cols = [v for v in variants if v in phases]
-    print("%-20s" % "step" + "".join("%14s %8s" % ("%s p50" % v[1][:9], "p99")
-                                     for v in cols))
+    for v in cols:
+        print("  %s: %s/%s" % (chr(ord("A") + cols.index(v)), v[0], v[1]))
+    print("%-20s" % "step" + "".join("%10s %8s" % ("%s p50" % chr(ord("A") + i),
+                                                 "p99")
+                                     for i in range(len(cols))))
     steps = []
     for v in cols:
         for step in phases[v]:
@@ -237,9 +254,9 @@ def main():
             vals = phases[v].get(step)
             if vals:
                 sm = benchlib.summary(vals)
-                row += "%14.3f %8.3f" % (sm["p50"], sm["p99"])
+                row += "%10.3f %8.3f" % (sm["p50"], sm["p99"])
             else:
-                row += "%14s %8s" % ("-", "-")
+                row += "%10s %8s" % ("-", "-")
         print(row)
         for v in cols:
             if phases[v].get(step):
