@@ -45,6 +45,8 @@
 
 /* How long the freeze waits for IOThreads to see the network gate */
 #define HA_NET_SYNC_TIMEOUT_MS 1000
+/* Steps of the freeze whose time is traced (ha_quiesce_phase) */
+#define HA_QUIESCE_PHASES_MAX 16
 
 typedef struct HaQuiesceState {
     bool triggered;             /* a freeze was requested */
@@ -53,7 +55,11 @@ typedef struct HaQuiesceState {
     char *reason;
     int64_t since_us;           /* realtime, microseconds since epoch */
     int64_t t0_us;              /* monotonic trigger time */
-    int64_t step_us;            /* monotonic end of the last step */
+    struct {
+        const char *step;
+        int64_t end_us;         /* monotonic */
+    } phases[HA_QUIESCE_PHASES_MAX];
+    int nr_phases;
     uint64_t latency_us;
     strList *released;
     strList **released_tail;
@@ -131,14 +137,30 @@ static void ha_quiesce_fail(const char *what, const char *msg)
 /*
  * The time each step of the freeze took, for the trace (and the
  * breakdown of bench/ha_quiesce.py): monotonic, from the end of the
- * previous step, and from the trigger.
+ * previous step, and from the trigger.  Only noted here, traced once
+ * FAILOVER_SAFE is out, so that tracing does not slow the freeze.
  */
 static void ha_quiesce_phase(const char *step)
 {
-    int64_t now = g_get_monotonic_time();
+    if (haq.nr_phases < HA_QUIESCE_PHASES_MAX) {
+        haq.phases[haq.nr_phases].step = step;
+        haq.phases[haq.nr_phases].end_us = g_get_monotonic_time();
+        haq.nr_phases++;
+    }
+}
 
-    trace_ha_quiesce_phase(step, now - haq.step_us, now - haq.t0_us);
-    haq.step_us = now;
+static void ha_quiesce_trace_phases(void)
+{
+    int64_t prev = haq.t0_us;
+    int i;
+
+    for (i = 0; i < haq.nr_phases; i++) {
+        int64_t end = haq.phases[i].end_us;
+
+        trace_ha_quiesce_phase(haq.phases[i].step, end - prev,
+                               end - haq.t0_us);
+        prev = end;
+    }
 }
 
 static VMChangeStateEntry *ha_quiesce_vm_stop_entry;
@@ -199,7 +221,6 @@ static void ha_quiesce_trigger(const char *reason)
     ha_quiesce_ask_vcpus_to_stop();
     /* the IOThreads acknowledge the gate while the freeze goes on */
     qemu_net_freeze_sync_start();
-    haq.step_us = haq.t0_us;
     haq.since_us = g_get_real_time();
     haq.reason = g_strdup(reason);
     qatomic_set(&haq.triggered, true);
@@ -326,6 +347,7 @@ static void ha_quiesce_complete(void)
     qapi_event_send_failover_safe(haq.reason, haq.latency_us,
                                   haq.released, haq.failed);
     ha_quiesce_phase("event");
+    ha_quiesce_trace_phases();
 }
 
 static void ha_quiesce_bh(void *opaque)
