@@ -23,8 +23,13 @@ BINARIES = {
 }
 
 
+# Another fork binary to measure (say, one built before a change)
+OVERRIDE = {}
+
+
 def binary(flavour, name="qemu-system-x86_64"):
-    path = os.path.join(BINARIES[flavour], name)
+    path = OVERRIDE.get((flavour, name)) or os.path.join(BINARIES[flavour],
+                                                         name)
     if not os.access(path, os.X_OK):
         sys.exit("bench: %s is missing; run 'make bench' (it builds both)"
                  % path)
@@ -66,6 +71,7 @@ class Qemu:
         self.workdir = workdir
         self.qmp_path = os.path.join(workdir, name + ".qmp")
         self.console = os.path.join(workdir, name + ".console")
+        self.stderr_path = os.path.join(workdir, name + ".stderr")
         cmd = [binary(flavour), "-nodefaults", "-display", "none",
                "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path,
                "-serial", "file:" + self.console] + args

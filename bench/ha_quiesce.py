@@ -12,12 +12,19 @@ from the trigger:
     image read-write (no OFD lock of QEMU's left on the image's lock bytes,
     polled every 0.2 ms).
 Fork and upstream runs alternate, so both see the same machine load.
+
+Beside that table, where the fork's freeze spends its time: each step of
+ha_quiesce_complete() sends the ha_quiesce_phase trace event with how long
+it took (monotonic clock, inside QEMU), read back from the fork's trace
+log (the log backend, to the stderr file; about 13 lines per run, a few
+microseconds each, counted in the fork's times).
 """
 
 import argparse
 import fcntl
 import json
 import os
+import re
 import socket
 import struct
 import sys
@@ -82,6 +89,22 @@ class Pinger(threading.Thread):
             self.error = e
 
 
+PHASE_RE = re.compile(r"ha_quiesce_phase (\S+) took (\d+) us, "
+                      r"(\d+) us since the trigger")
+
+
+def read_phases(path):
+    """{step: microseconds} from a fork run's trace log."""
+    steps = {}
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = PHASE_RE.search(line)
+            if m:
+                steps[m.group(1)] = int(m.group(2))
+                steps["in QEMU, total"] = int(m.group(3))
+    return steps
+
+
 def one_run(flavour, trigger, g, workdir):
     image = os.path.join(workdir, "disk.raw")
     with open(image, "wb") as f:
@@ -96,8 +119,11 @@ def one_run(flavour, trigger, g, workdir):
             "-device", "ide-hd,drive=d0",
             "-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:%d-:7777" % port,
             "-device", "e1000,romfile=,netdev=n0"]
-    if flavour == "fork" and trigger == "memory-failure":
+    fork = flavour in ("fork", "baseline")
+    if fork and trigger == "memory-failure":
         args += ["-action", "memory-failure=freeze"]
+    if fork:
+        args += ["-trace", "enable=ha_quiesce_phase"]
     vm = benchlib.Qemu(flavour, args, workdir)
     try:
         vm.wait_console("COLO-GUEST-READY", timeout=90)
@@ -114,7 +140,7 @@ def one_run(flavour, trigger, g, workdir):
         watcher = LockWatcher(image)
         watcher.start()
         t0 = time.monotonic()
-        if flavour == "fork":
+        if fork:
             if trigger == "memory-failure":
                 vm.cmd("x-inject-memory-failure", address=0x100000,
                        **{"action-required": False})
@@ -135,7 +161,8 @@ def one_run(flavour, trigger, g, workdir):
         pinger.stop = True
         if watcher.released_at is None:
             raise RuntimeError("image lock never released")
-        return (t_safe - t0) * 1000.0, (watcher.released_at - t0) * 1000.0
+        return ((t_safe - t0) * 1000.0, (watcher.released_at - t0) * 1000.0,
+                vm.stderr_path)
     finally:
         vm.kill()
 
@@ -144,18 +171,45 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--json", help="write the results here too")
+    ap.add_argument("--fork-only", action="store_true",
+                    help="only the fork's variants (no upstream build "
+                    "needed; no comparison)")
+    ap.add_argument("--baseline-binary", metavar="PATH",
+                    help="also measure this build of the fork (say, the "
+                    "one before a change), interleaved with the others so "
+                    "that all see the same load; a copy of the binary "
+                    "kept in build/qemu/build, so that it finds the same "
+                    "firmware")
+    ap.add_argument("--fork-binary", metavar="PATH",
+                    help="the fork's qemu-system-x86_64 to measure (default: "
+                    "build/qemu/build's); a copy kept in that directory, "
+                    "so that it finds the same firmware, compares builds")
     opts = ap.parse_args()
+    if opts.fork_binary:
+        benchlib.OVERRIDE[("fork", "qemu-system-x86_64")] = opts.fork_binary
     g = benchlib.guest()
-    variants = [("fork", "ha-quiesce"), ("fork", "memory-failure"),
-                ("upstream", "qmp-agent")]
+    variants = [("fork", "ha-quiesce"), ("fork", "memory-failure")]
+    if opts.baseline_binary:
+        benchlib.BINARIES["baseline"] = os.path.dirname(
+            os.path.abspath(opts.baseline_binary))
+        benchlib.OVERRIDE[("baseline", "qemu-system-x86_64")] = \
+            opts.baseline_binary
+        variants = [("baseline", "ha-quiesce"),
+                    ("baseline", "memory-failure")] + variants
+    if not opts.fork_only:
+        variants.append(("upstream", "qmp-agent"))
     results = {v: ([], []) for v in variants}
+    phases = {v: {} for v in variants if v[0] != "upstream"}
     workdir = benchlib.scratch_dir("ha-bench-")
     try:
         for i in range(opts.runs):
             for v in variants:
-                safe, lock = one_run(v[0], v[1], g, workdir)
+                safe, lock, trace = one_run(v[0], v[1], g, workdir)
                 results[v][0].append(safe)
                 results[v][1].append(lock)
+                if v in phases:
+                    for step, us in read_phases(trace).items():
+                        phases[v].setdefault(step, []).append(us / 1000.0)
             print("run %d/%d done" % (i + 1, opts.runs), file=sys.stderr)
     finally:
         benchlib.remove(workdir)
@@ -171,12 +225,43 @@ def main():
         table["%s/%s" % v] = {"safe_ms": s, "unlock_ms": l}
         print("%-28s %10.2f %10.2f %12.2f %12.2f"
               % ("%s (%s)" % v, s["p50"], s["p99"], l["p50"], l["p99"]))
-    up = table["upstream/qmp-agent"]
-    for name in ("fork/ha-quiesce", "fork/memory-failure"):
-        f = table[name]
-        print("ratio upstream/%s: safe p50 %.1fx, unlock p50 %.1fx"
-              % (name, up["safe_ms"]["p50"] / f["safe_ms"]["p50"],
-                 up["unlock_ms"]["p50"] / f["unlock_ms"]["p50"]))
+    if "upstream/qmp-agent" in table:
+        up = table["upstream/qmp-agent"]
+        for name in ("fork/ha-quiesce", "fork/memory-failure"):
+            f = table[name]
+            print("ratio upstream/%s: safe p50 %.1fx, unlock p50 %.1fx"
+                  % (name, up["safe_ms"]["p50"] / f["safe_ms"]["p50"],
+                     up["unlock_ms"]["p50"] / f["unlock_ms"]["p50"]))
+
+    print()
+    print("The fork's freeze step by step (ms, ha_quiesce_phase trace "
+          "events, in QEMU's order; 'dispatch' is trigger to main loop)")
+    cols = [v for v in variants if v in phases]
+    for v in cols:
+        print("  %s: %s/%s" % (chr(ord("A") + cols.index(v)), v[0], v[1]))
+    print("%-20s" % "step" + "".join("%10s %8s" % ("%s p50" % chr(ord("A") + i),
+                                                 "p99")
+                                     for i in range(len(cols))))
+    steps = []
+    for v in cols:
+        for step in phases[v]:
+            if step not in steps and step != "in QEMU, total":
+                steps.append(step)
+    steps.append("in QEMU, total")
+    for step in steps:
+        row = "%-20s" % step
+        for v in cols:
+            vals = phases[v].get(step)
+            if vals:
+                sm = benchlib.summary(vals)
+                row += "%10.3f %8.3f" % (sm["p50"], sm["p99"])
+            else:
+                row += "%10s %8s" % ("-", "-")
+        print(row)
+        for v in cols:
+            if phases[v].get(step):
+                table["%s/%s" % v].setdefault("steps_ms", {})[step] = \
+                    benchlib.summary(phases[v][step])
     if opts.json:
         with open(opts.json, "w") as f:
             json.dump(table, f, indent=2)

@@ -5,10 +5,12 @@
  *
  * Entering failover-safe (from QMP ha-quiesce, HMP ha_quiesce, or a
  * freeze policy: memory failure, guest panic, accelerator internal
- * error) closes the network gate, stops the vCPUs, cancels block jobs,
- * closes block exports and the NBD server, drains and flushes,
- * inactivates every block node so that image locks are released, and
- * purges every queued network frame.  Guest RAM and device state stay.
+ * error) closes the network gate and asks the vCPUs and IOThreads to
+ * stop and acknowledge it, cancels block jobs, closes block exports and
+ * the NBD server, stops the VM (waits for the vCPUs, drains and
+ * flushes), inactivates every block node so that image locks are
+ * released, purges every queued network frame and collects the
+ * IOThreads' acknowledgements.  Guest RAM and device state stay.
  * Nothing but quit leaves the state.  The freeze runs once.
  *
  * The hardware-error log is in ha-hwerr.c, SIGBUS and poisoned pages in
@@ -43,6 +45,8 @@
 
 /* How long the freeze waits for IOThreads to see the network gate */
 #define HA_NET_SYNC_TIMEOUT_MS 1000
+/* Steps of the freeze whose time is traced (ha_quiesce_phase) */
+#define HA_QUIESCE_PHASES_MAX 16
 
 typedef struct HaQuiesceState {
     bool triggered;             /* a freeze was requested */
@@ -51,6 +55,11 @@ typedef struct HaQuiesceState {
     char *reason;
     int64_t since_us;           /* realtime, microseconds since epoch */
     int64_t t0_us;              /* monotonic trigger time */
+    struct {
+        const char *step;
+        int64_t end_us;         /* monotonic */
+    } phases[HA_QUIESCE_PHASES_MAX];
+    int nr_phases;
     uint64_t latency_us;
     strList *released;
     strList **released_tail;
@@ -125,6 +134,47 @@ static void ha_quiesce_fail(const char *what, const char *msg)
     warn_report("failover-safe: could not release %s: %s", what, msg);
 }
 
+/*
+ * The time each step of the freeze took, for the trace (and the
+ * breakdown of bench/ha_quiesce.py): monotonic, from the end of the
+ * previous step, and from the trigger.  Only noted here, traced once
+ * FAILOVER_SAFE is out, so that tracing does not slow the freeze.
+ */
+static void ha_quiesce_phase(const char *step)
+{
+    if (haq.nr_phases < HA_QUIESCE_PHASES_MAX) {
+        haq.phases[haq.nr_phases].step = step;
+        haq.phases[haq.nr_phases].end_us = g_get_monotonic_time();
+        haq.nr_phases++;
+    }
+}
+
+static void ha_quiesce_trace_phases(void)
+{
+    int64_t prev = haq.t0_us;
+    int i;
+
+    for (i = 0; i < haq.nr_phases; i++) {
+        int64_t end = haq.phases[i].end_us;
+
+        trace_ha_quiesce_phase(haq.phases[i].step, end - prev,
+                               end - haq.t0_us);
+        prev = end;
+    }
+}
+
+static VMChangeStateEntry *ha_quiesce_vm_stop_entry;
+
+/* First of the run state handlers when vm_stop() stops the VM */
+static void ha_quiesce_vm_stopped(void *opaque, bool running,
+                                  RunState state)
+{
+    if (!running && state == RUN_STATE_FAILOVER_SAFE) {
+        /* vm_stop() has waited for the vCPUs; drain and flush follow */
+        ha_quiesce_phase("vcpus");
+    }
+}
+
 static void ha_quiesce_purge_nic(NICState *nic, void *opaque)
 {
     int i, queues = MAX(nic->conf->peers.queues, 1);
@@ -140,7 +190,27 @@ static void ha_quiesce_purge_nic(NICState *nic, void *opaque)
     }
 }
 
-/* Record the trigger; cheap, any thread, BQL held */
+/*
+ * Ask every vCPU (but the caller's) to stop now, without waiting: they
+ * leave guest code while the freeze cancels jobs and closes exports, and
+ * vm_stop() then finds them stopped or about to be.  pause_all_vcpus()
+ * asks again and waits.  Only a running VM has vCPUs to ask.
+ */
+static void ha_quiesce_ask_vcpus_to_stop(void)
+{
+    CPUState *cpu;
+
+    if (!runstate_is_running()) {
+        return;
+    }
+    CPU_FOREACH(cpu) {
+        if (!qemu_cpu_is_self(cpu)) {
+            cpu_pause(cpu);
+        }
+    }
+}
+
+/* Record the trigger and start what can run meanwhile; BQL held */
 static void ha_quiesce_trigger(const char *reason)
 {
     if (haq.triggered) {
@@ -148,6 +218,9 @@ static void ha_quiesce_trigger(const char *reason)
     }
     qemu_net_freeze();
     haq.t0_us = g_get_monotonic_time();
+    ha_quiesce_ask_vcpus_to_stop();
+    /* the IOThreads acknowledge the gate while the freeze goes on */
+    qemu_net_freeze_sync_start();
     haq.since_us = g_get_real_time();
     haq.reason = g_strdup(reason);
     qatomic_set(&haq.triggered, true);
@@ -174,8 +247,11 @@ static void ha_quiesce_complete(void)
         return;
     }
     haq.started = true;
+    /* from the trigger to here: the bottom half of a vCPU's trigger */
+    ha_quiesce_phase("dispatch");
 
     notifier_list_notify(&haq_notifiers, haq.reason);
+    ha_quiesce_phase("notifiers");
 
     /* An outgoing migration must not send anything more */
     if (migration_is_running()) {
@@ -187,20 +263,22 @@ static void ha_quiesce_complete(void)
         } else {
             ha_quiesce_release("migration");
         }
+        ha_quiesce_phase("migration");
     }
 
-    /* vCPUs: from any state, including paused, inmigrate, guest-panicked */
-    vm_stop_force_state(RUN_STATE_FAILOVER_SAFE);
-    if (runstate_get() != RUN_STATE_FAILOVER_SAFE) {
-        runstate_set(RUN_STATE_FAILOVER_SAFE);
-    }
-    ha_quiesce_release("vcpus");
-
+    /*
+     * Block jobs, exports and the NBD server first, while the vCPUs asked
+     * to stop at the trigger leave guest code: whatever they write is
+     * then drained and flushed once, by vm_stop() below, instead of by
+     * vm_stop() and again after them.
+     */
     job_cancel_sync_all();
     ha_quiesce_release("block-jobs");
+    ha_quiesce_phase("block-jobs");
 
     blk_exp_close_all();
     ha_quiesce_release("block-exports");
+    ha_quiesce_phase("block-exports");
 
     if (nbd_server_is_running()) {
         qmp_nbd_server_stop(&err);
@@ -211,15 +289,38 @@ static void ha_quiesce_complete(void)
         } else {
             ha_quiesce_release("nbd-server");
         }
+        ha_quiesce_phase("nbd-server");
     }
 
-    bdrv_drain_all();
+    /*
+     * vCPUs: from any state, including paused, inmigrate, guest-panicked.
+     * vm_stop() drains and flushes every block device after the vCPUs
+     * and devices stop; nothing that writes is left after it.
+     */
+    ha_quiesce_vm_stop_entry =
+        qemu_add_vm_change_state_handler_prio(ha_quiesce_vm_stopped, NULL,
+                                              INT_MAX);
+    vm_stop_force_state(RUN_STATE_FAILOVER_SAFE);
+    qemu_del_vm_change_state_handler(ha_quiesce_vm_stop_entry);
+    ha_quiesce_vm_stop_entry = NULL;
+    if (runstate_get() != RUN_STATE_FAILOVER_SAFE) {
+        runstate_set(RUN_STATE_FAILOVER_SAFE);
+    }
+    ha_quiesce_release("vcpus");
+    ha_quiesce_phase("vm-stop-drain-flush");
+
+    /*
+     * Only to know whether the flush succeeded (vm_stop() does not say
+     * which of its steps failed): every node is clean, so this is a
+     * generation check per node, not a second flush.
+     */
     ret = bdrv_flush_all();
     if (ret < 0) {
         ha_quiesce_fail("block-flush", strerror(-ret));
     } else {
         ha_quiesce_release("block-flush");
     }
+    ha_quiesce_phase("flush");
 
     ret = bdrv_inactivate_all();
     if (ret < 0) {
@@ -227,8 +328,10 @@ static void ha_quiesce_complete(void)
     } else {
         ha_quiesce_release("block-inactivate");
     }
+    ha_quiesce_phase("inactivate");
 
     qemu_foreach_nic(ha_quiesce_purge_nic, NULL);
+    ha_quiesce_phase("net-purge");
     /* every thread that sends frames (IOThreads) has seen the gate */
     if (qemu_net_freeze_sync(HA_NET_SYNC_TIMEOUT_MS)) {
         ha_quiesce_release("net");
@@ -236,12 +339,15 @@ static void ha_quiesce_complete(void)
         ha_quiesce_fail("net", "an IOThread did not observe the network "
                         "gate in time");
     }
+    ha_quiesce_phase("net-sync");
 
     haq.latency_us = g_get_monotonic_time() - haq.t0_us;
     haq.done = true;
     trace_ha_quiesce_done(haq.reason, haq.latency_us);
     qapi_event_send_failover_safe(haq.reason, haq.latency_us,
                                   haq.released, haq.failed);
+    ha_quiesce_phase("event");
+    ha_quiesce_trace_phases();
 }
 
 static void ha_quiesce_bh(void *opaque)

@@ -23,13 +23,23 @@ void qemu_net_freeze(void);
 bool qemu_net_frozen(void);
 
 /*
+ * After qemu_net_freeze(): ask every IOThread to acknowledge the gate,
+ * without waiting; qemu_net_freeze_sync() collects the answers.  Call it
+ * early so that the IOThreads answer while the caller does other work.
+ * Main thread, BQL held.  Only the first call does anything.
+ */
+void qemu_net_freeze_sync_start(void);
+
+/*
  * After qemu_net_freeze(): wait until every IOThread (where
  * colo-compare and other frame senders run) has finished what it was
- * doing and so has seen the gate closed: a frame popped before the
- * freeze and still being written out (qemu_chr_fe_write_all()) is then
- * out, and no other frame will follow.  Main thread, BQL held.  False
+ * doing and so has seen the gate closed: a write under way when the gate
+ * closed is then over, and every later write in that thread checks the
+ * gate first (colo-compare does, even in the middle of a frame).  Main thread, BQL held.  False
  * if an IOThread did not get there within @timeout_ms (it may be stuck
- * in a write to a peer that does not read).
+ * in a write to a peer that does not read).  Calls
+ * qemu_net_freeze_sync_start() if nobody did; an IOThread created after
+ * that is not waited for (it started with the gate closed).
  */
 bool qemu_net_freeze_sync(int timeout_ms);
 

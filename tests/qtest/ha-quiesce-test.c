@@ -17,6 +17,8 @@
 #include "qobject/qstring.h"
 #include "qemu/iov.h"
 #include "qemu/sockets.h"
+#include "qemu/bswap.h"
+#include "qapi/error.h"
 
 /* Tiny real-mode boot sector, see build_boot_sector() */
 #define COUNTER_ADDR    0x7000
@@ -1022,6 +1024,135 @@ static void test_net_queued_purged(void)
 }
 
 /*
+ * colo-compare sends frames from its IOThread; the network promise of
+ * FAILOVER_SAFE covers them too.  Its output is a socket QEMU cannot
+ * empty: a socketpair whose QEMU end has a small send buffer and whose
+ * other end the test does not read.  One frame, far larger than that
+ * buffer and of a protocol colo-compare does not compare (so it goes
+ * straight out), is sent to primary_in: once its 4-byte length is in the
+ * socket, colo-compare has taken the frame and is writing its bytes, and
+ * it cannot finish before the test reads.  Then ha-quiesce, and the
+ * truth: either FAILOVER_SAFE lists net as failed, or no byte reaches
+ * the socket after it, even once the test has emptied the socket.
+ *
+ * "No byte after it" is seen, not waited out: colo-compare traces
+ * colo_compare_send_frozen when it drops the rest of a frame at the
+ * gate.  The test waits for that trace line (or for a byte, which fails
+ * the test); without the gate check in colo-compare's write loop the
+ * frame's writer simply carries on once the socket has room.
+ */
+#define CC_FRAME_LEN 60000
+
+static bool file_contains(const char *path, const char *needle)
+{
+    g_autofree char *data = NULL;
+
+    return g_file_get_contents(path, &data, NULL, NULL) &&
+           strstr(data, needle);
+}
+
+static void test_net_colo_compare_writer(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("ha-quiesce-cc-XXXXXX", NULL);
+    g_autofree char *pri = g_strdup_printf("%s/pri.sock", dir);
+    g_autofree char *sec = g_strdup_printf("%s/sec.sock", dir);
+    g_autofree char *trace = g_strdup_printf("%s/trace.log", dir);
+    g_autofree uint8_t *frame = g_malloc0(CC_FRAME_LEN);
+    uint32_t be_len = cpu_to_be32(CC_FRAME_LEN);
+    int out[2], sndbuf = 4096, pri_fd, ino, avail = 0;
+    bool net_failed = false, frozen_seen = false;
+    char buf[65536];
+    QTestState *qts;
+    QDict *ev;
+    QListEntry *e;
+
+    g_assert_nonnull(dir);
+    g_assert(socketpair(PF_UNIX, SOCK_STREAM, 0, out) == 0);
+    g_assert(setsockopt(out[1], SOL_SOCKET, SO_SNDBUF, &sndbuf,
+                        sizeof(sndbuf)) == 0);
+    g_assert(fcntl(out[0], F_SETFL, O_NONBLOCK) == 0);
+    qts = qtest_initf("-machine none -object iothread,id=iot0 "
+                      "-chardev socket,id=pri,path=%s,server=on,wait=off "
+                      "-chardev socket,id=sec,path=%s,server=on,wait=off "
+                      "-chardev socket,id=out,fd=%d "
+                      "-object colo-compare,id=cmp0,primary_in=pri,"
+                      "secondary_in=sec,outdev=out,iothread=iot0 "
+                      "-trace enable=colo_compare_send_frozen,file=%s",
+                      pri, sec, out[1], trace);
+    close(out[1]);
+    pri_fd = unix_connect(pri, &error_abort);
+    qtest_qmp_assert_success(qts, "{ 'execute': 'query-status' }");
+
+    /* Ethernet: broadcast, a local MAC, EtherType 0x88b5 (not IP) */
+    memset(frame, 0xff, 6);
+    memcpy(frame + 6, "\x52\x54\x00\x12\x34\x56\x88\xb5", 8);
+    g_assert_cmpint(qemu_send_full(pri_fd, &be_len, sizeof(be_len)), ==,
+                    sizeof(be_len));
+    g_assert_cmpint(qemu_send_full(pri_fd, frame, CC_FRAME_LEN), ==,
+                    CC_FRAME_LEN);
+
+    /* the frame's length is out: its writer holds it and cannot finish */
+    {
+        struct pollfd pfd = { .fd = out[0], .events = POLLIN };
+
+        g_assert_cmpint(poll(&pfd, 1, 30000), ==, 1);
+    }
+    g_assert(ioctl(out[0], FIONREAD, &avail) == 0);
+    g_assert_cmpint(avail, <, sizeof(be_len) + CC_FRAME_LEN);
+
+    qtest_qmp_assert_success(qts, "{ 'execute': 'ha-quiesce', "
+                             "'arguments': { 'reason': 'colo-compare' } }");
+    ev = qtest_qmp_eventwait_ref(qts, "FAILOVER_SAFE");
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(qdict_get_qdict(ev, "data"),
+                                        "failed"), e) {
+        QDict *f = qobject_to(QDict, qlist_entry_obj(e));
+
+        net_failed |= g_str_equal(qdict_get_str(f, "resource"), "net");
+    }
+    qobject_unref(ev);
+
+    /* what was written before the event; the writer now has room */
+    while (recv(out[0], buf, sizeof(buf), 0) > 0) {
+        /* discard */
+    }
+    g_assert_cmpint(errno, ==, EAGAIN);
+
+    if (!net_failed) {
+        /* the writer drops the rest of the frame, or a byte comes */
+        ino = inotify_init1(IN_NONBLOCK);
+        g_assert(ino >= 0);
+        g_assert(inotify_add_watch(ino, dir, IN_MODIFY | IN_CLOSE_WRITE)
+                 >= 0);
+        while (!(frozen_seen = file_contains(trace,
+                                             "colo_compare_send_frozen"))) {
+            struct pollfd pfd[2] = {
+                { .fd = out[0], .events = POLLIN },
+                { .fd = ino, .events = POLLIN },
+            };
+
+            g_assert_cmpint(poll(pfd, 2, 30000), >, 0);
+            /* fails here when bytes reach the socket after the event */
+            g_assert_false(pfd[0].revents & POLLIN);
+            while (read(ino, buf, sizeof(buf)) > 0) {
+                /* drain the inotify events */
+            }
+        }
+        close(ino);
+        g_assert(ioctl(out[0], FIONREAD, &avail) == 0);
+        g_assert_cmpint(avail, ==, 0);
+    }
+    g_assert_true(net_failed || frozen_seen);
+
+    close(pri_fd);
+    close(out[0]);
+    qtest_quit(qts);
+    unlink(pri);
+    unlink(sec);
+    unlink(trace);
+    rmdir(dir);
+}
+
+/*
  * TCG guest: a boot sector that enables CR4.MCE, points the machine
  * check vector (18) at a handler and loops incrementing COUNTER_ADDR.
  * The handler stores MC9_STATUS at MC_STATUS_ADDR and MC_MARK at
@@ -1625,6 +1756,8 @@ int main(int argc, char **argv)
                    test_hardware_error_log_bounded);
     qtest_add_func("/ha-quiesce/memory-failure-ao-freeze",
                    test_memory_failure_ao_freeze);
+    qtest_add_func("/ha-quiesce/net-colo-compare-writer",
+                   test_net_colo_compare_writer);
     qtest_add_func("/ha-quiesce/block-lock-released",
                    test_block_lock_released);
     qtest_add_func("/ha-quiesce/net-frozen", test_net_frozen);
