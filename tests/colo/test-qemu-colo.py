@@ -551,8 +551,9 @@ def pids_of(d):
         pidfile = os.path.join(d.d, "%s-%s.pid" % (d.guest["name"], name))
         try:
             pid = int(open(pidfile).read())
-            if os.path.exists("/proc/%d" % pid):
-                out.append(pid)
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    out.append(pid)
         except (OSError, ValueError):
             pass
     return out
@@ -840,7 +841,13 @@ def test_pair(guest, base):
         # stop: nothing left
         s1 = tool("stop", path, ns=NS)
         s2 = tool("stop", path, ns=NS)
+        # a QEMU that was told to quit may still be exiting, or be a
+        # zombie not reaped yet: wait, bounded, for its end
+        deadline = time.monotonic() + 30
         left = pids_of(d)
+        while left and time.monotonic() < deadline:
+            time.sleep(0.1)
+            left = pids_of(d)
         tap(s1[0] == 0 and s2[0] == 0 and not left and
             "not running" in s2[1],
             "stop: nothing left running; a second stop changes nothing",
