@@ -450,7 +450,8 @@ def scenario_held_output_released():
     gap = lost = None
     try:
         start_serving(pair, client)
-        dump = e2e.start(["tcpdump", "-U", "-n", "-i", e2e.VETH_C, "-w",
+        dump = e2e.start(["tcpdump", "-U", "--immediate-mode", "-n", "-i",
+                          e2e.VETH_C, "-w",
                           pcap, "tcp port 7777"], ns=e2e.NS_CLIENT,
                          stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
