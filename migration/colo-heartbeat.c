@@ -209,6 +209,10 @@ static void chb_track_mode(ColoHeartbeat *hb)
         /* Rule 3: this side failed over or continues alone */
         hb->took_over = true;
         trace_colo_heartbeat_took_over(chb_id(hb));
+        if (hb->last_mode == COLO_MODE_PRIMARY) {
+            /* the manager chose this primary: its output is the only one */
+            colo_compare_hold_output(false);
+        }
     }
     hb->last_mode = mode;
 }
@@ -478,7 +482,13 @@ static void chb_lost(ColoHeartbeat *hb, ColoHeartbeatLossReason reason)
         }
         break;
     default:
-        /* Rule 2: silence never acts */
+        /*
+         * Rule 2: silence never acts.  A primary's output waits, though:
+         * its secondary may already serve (colo_compare_hold_output()).
+         */
+        if (mode == COLO_MODE_PRIMARY) {
+            colo_compare_hold_output(true);
+        }
         break;
     }
 
@@ -534,6 +544,15 @@ static void chb_handle(ColoHeartbeat *hb, const uint8_t *msg)
         hb->lost = false;
         trace_colo_heartbeat_restored(chb_id(hb), lost_ms);
         qapi_event_send_colo_heartbeat_restored(chb_id(hb), lost_ms);
+        /*
+         * A message is no proof that the peer is still the secondary (it
+         * may have been queued before the peer took over); a checkpoint
+         * it receives is, and ends the hold on the output: have one now.
+         */
+        if (!(flags & CHB_FLAG_TOOK_OVER) &&
+            chb_colo_mode() == COLO_MODE_PRIMARY) {
+            colo_checkpoint_delay_set();
+        }
     }
     hb->conn_valid = true;
     hb->peer_alive = true;
@@ -852,6 +871,8 @@ static void colo_heartbeat_finalize(Object *obj)
     ColoHeartbeat *hb = COLO_HEARTBEAT(obj);
 
     if (hb->complete) {
+        /* nobody would end a hold this object started */
+        colo_compare_hold_output(false);
         qemu_mutex_lock(&colo_heartbeats_lock);
         QTAILQ_REMOVE(&colo_heartbeats, hb, next);
         qemu_mutex_unlock(&colo_heartbeats_lock);

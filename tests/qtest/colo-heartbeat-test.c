@@ -15,11 +15,13 @@
 #include "qemu/osdep.h"
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <poll.h>
 #include "libqtest.h"
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
 #include "qobject/qstring.h"
 #include "qemu/bswap.h"
+#include "qemu/sockets.h"
 #include "qapi/error.h"
 #include "qobject/qjson.h"
 #include "migration/i386/a-b-bootblock.h"
@@ -33,10 +35,16 @@ typedef struct Node {
     bool gone;                  /* killed by the test: not to be quit */
 } Node;
 
+/* colo-compare's chardevs on the primary, when Pair.compare is set */
+enum { CMP_PRI, CMP_SEC, CMP_OUT, CMP_NR };
+static const char *const compare_ids[CMP_NR] = { "cpri", "csec", "cout" };
+
 typedef struct Pair {
     char *dir;
     Node primary;
     Node secondary;
+    bool compare;               /* a colo-compare object on the primary */
+    int compare_fd[CMP_NR];
 } Pair;
 
 static char *path_in(const char *dir, const char *name)
@@ -131,6 +139,22 @@ static void pair_start(Pair *pair, const char *hb_failover, bool oob)
         sextra = g_strdup("-incoming defer");
         pextra = g_strdup("");
     }
+    if (pair->compare) {
+        GString *args = g_string_new(pextra);
+
+        g_string_append(args, " -object iothread,id=ciot");
+        for (int i = 0; i < CMP_NR; i++) {
+            g_string_append_printf(args, " -chardev socket,id=%s,"
+                                   "path=%s/%s.sock,server=on,wait=off",
+                                   compare_ids[i], pair->dir,
+                                   compare_ids[i]);
+        }
+        g_string_append(args, " -object colo-compare,id=cmp0,"
+                        "primary_in=cpri,secondary_in=csec,outdev=cout,"
+                        "iothread=ciot");
+        g_free(pextra);
+        pextra = g_string_free(args, false);
+    }
 
     pair->secondary.qts = start_vm(pair->dir, "secondary", sextra, oob);
     enable_x_colo(pair->secondary.qts);
@@ -149,6 +173,13 @@ static void pair_start(Pair *pair, const char *hb_failover, bool oob)
     qtest_qmp_assert_success(pair->primary.qts,
                              "{ 'execute': 'migrate',"
                              "  'arguments': { 'uri': %s } }", uri);
+
+    for (int i = 0; pair->compare && i < CMP_NR; i++) {
+        g_autofree char *name = g_strdup_printf("%s.sock", compare_ids[i]);
+        g_autofree char *path = path_in(pair->dir, name);
+
+        pair->compare_fd[i] = unix_connect(path, &error_abort);
+    }
 
     wait_str(pair->primary.qts, "query-colo-status", "mode", "primary");
     wait_str(pair->secondary.qts, "query-colo-status", "mode", "secondary");
@@ -182,10 +213,14 @@ static void node_quit(Node *n)
 static void pair_free(Pair *pair)
 {
     const char *files[] = { "colo.sock", "hb.sock", "primary.img",
-                            "secondary.img" };
+                            "secondary.img", "cpri.sock", "csec.sock",
+                            "cout.sock" };
 
     node_quit(&pair->primary);
     node_quit(&pair->secondary);
+    for (int i = 0; pair->compare && i < CMP_NR; i++) {
+        close(pair->compare_fd[i]);
+    }
     for (int i = 0; i < ARRAY_SIZE(files); i++) {
         g_autofree char *p = path_in(pair->dir, files[i]);
 
@@ -535,6 +570,105 @@ static void test_silence_never_acts(void)
     pair_free(&pair);
 }
 
+/*
+ * What the primary's guest sends, as colo-compare reads it from its
+ * primary_in chardev (a 32-bit big-endian length, then the frame).  Not
+ * IP: colo-compare passes such frames to its output without comparing
+ * them, the path its matched packets take too.
+ */
+static void compare_send(Pair *pair, uint8_t tag)
+{
+    uint8_t frame[4 + 60] = { 0 };
+
+    stl_be_p(frame, sizeof(frame) - 4);
+    memset(frame + 4, 0xff, 6);                 /* broadcast */
+    frame[4 + 11] = 0x10;
+    stw_be_p(frame + 4 + 12, 0x88b5);           /* local experimental */
+    frame[4 + 14] = tag;
+    g_assert_cmpint(qemu_send_full(pair->compare_fd[CMP_PRI], frame,
+                                   sizeof(frame)), ==, sizeof(frame));
+}
+
+/*
+ * The tag of the next frame colo-compare releases to the client, or -1
+ * if none comes within @timeout_ms.
+ */
+static int compare_recv(Pair *pair, int timeout_ms)
+{
+    uint8_t frame[4 + 60];
+    size_t done = 0;
+
+    while (done < sizeof(frame)) {
+        struct pollfd pfd = { .fd = pair->compare_fd[CMP_OUT],
+                              .events = POLLIN };
+        ssize_t n;
+
+        if (poll(&pfd, 1, timeout_ms) != 1) {
+            g_assert_cmpuint(done, ==, 0);
+            return -1;
+        }
+        n = read(pfd.fd, frame + done, sizeof(frame) - done);
+        g_assert_cmpint(n, >, 0);
+        done += n;
+    }
+    g_assert_cmpuint(ldl_be_p(frame), ==, sizeof(frame) - 4);
+    return frame[4 + 14];
+}
+
+/*
+ * Rule 2 and the client: a primary that hears nothing from its secondary
+ * releases nothing (the manager may have failed the secondary over
+ * already, and the client would get two answers); once the secondary is
+ * known to be gone (kill -9: peer-exit) the primary goes on alone and
+ * releases what it held.
+ */
+static void test_silence_holds_output(void)
+{
+    Pair pair = { .compare = true };
+
+    pair_start(&pair, "auto", false);
+    compare_send(&pair, 1);
+    g_assert_cmpint(compare_recv(&pair, DEADLINE_S * 1000), ==, 1);
+
+    kill(qtest_pid(pair.secondary.qts), SIGSTOP);
+    assert_lost(pair.primary.qts, "silence", "none");
+    compare_send(&pair, 2);
+    g_assert_cmpint(compare_recv(&pair, 1000), ==, -1);
+
+    node_kill9(&pair.secondary);
+    assert_lost(pair.primary.qts, "peer-exit", "failover");
+    g_assert_cmpint(compare_recv(&pair, DEADLINE_S * 1000), ==, 2);
+    assert_serving(pair.primary.qts);
+    pair_free(&pair);
+}
+
+/*
+ * The silence ends with the secondary still a secondary: the primary
+ * asks for a checkpoint at once, and the checkpoint the secondary
+ * received ends the hold.
+ */
+static void test_held_output_after_silence(void)
+{
+    Pair pair = { .compare = true };
+    QDict *data;
+
+    pair_start(&pair, "auto", false);
+    kill(qtest_pid(pair.secondary.qts), SIGSTOP);
+    assert_lost(pair.primary.qts, "silence", "none");
+    compare_send(&pair, 3);
+    g_assert_cmpint(compare_recv(&pair, 1000), ==, -1);
+
+    kill(qtest_pid(pair.secondary.qts), SIGCONT);
+    data = event_data(pair.primary.qts, "COLO_HEARTBEAT_RESTORED");
+    qobject_unref(data);
+    g_assert_cmpint(compare_recv(&pair, DEADLINE_S * 1000), ==, 3);
+    g_assert_true(str_is(pair.primary.qts, "query-colo-status", "mode",
+                         "primary"));
+    g_assert_true(str_is(pair.secondary.qts, "query-colo-status", "mode",
+                         "secondary"));
+    pair_free(&pair);
+}
+
 /* Rule 1: kill -9 of the primary, the secondary fails over by itself. */
 static void test_peer_exit_failover(void)
 {
@@ -683,6 +817,10 @@ int main(int argc, char **argv)
                    test_no_false_silence);
     qtest_add_func("/colo-heartbeat/rule2/silence-never-acts",
                    test_silence_never_acts);
+    qtest_add_func("/colo-heartbeat/rule2/silence-holds-output",
+                   test_silence_holds_output);
+    qtest_add_func("/colo-heartbeat/rule2/held-output-after-silence",
+                   test_held_output_after_silence);
     qtest_add_func("/colo-heartbeat/rule1/peer-exit-failover",
                    test_peer_exit_failover);
     qtest_add_func("/colo-heartbeat/rule1/peer-exit-continue-alone",
