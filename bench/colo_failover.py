@@ -15,10 +15,10 @@ Part 1, the heartbeat's own cost: the same pair description with
 seconds of PINGs: the client's round trip p50/p99 and the primary's
 checkpoint pauses (its STOP -> RESUME events) p50/p99, and the ratios.
 
-Part 2, the client's interruption at a fault of the primary: the time
+Part 2, the client's interruption at a fault: the time
 from the client's last reply before the fault to its first reply after
-it.  Three kinds, in rotation on one pair (so that the machine's load
-falls on all three alike), --runs of each:
+it.  Four kinds, in rotation on one pair (so that the machine's load
+falls on all of them alike), --runs of each:
 
   auto     kill -9 of the primary, heartbeat failover=auto: the secondary
            takes over by itself (COLO_HEARTBEAT_LOST peer-exit);
@@ -31,7 +31,12 @@ falls on all three alike), --runs of each:
            the primary's query-status every 100 ms and, when its monitor
            is gone, runs the documented secondary failover (qemu-colo's
            failover, in process: nbd-server-stop, x-colo-lost-heartbeat,
-           object-del, chardev-remove).
+           object-del, chardev-remove);
+  secondary
+           kill -9 of the SECONDARY, heartbeat failover=auto: the primary
+           goes on alone by itself (COLO_HEARTBEAT_LOST peer-exit on the
+           primary); what colo-compare held for the dead secondary's
+           copies is released at once instead of at its timeout.
 
 After each fault the dead or frozen node is stopped, started again as
 the secondary and the pair protected again (the resume procedure), so
@@ -73,7 +78,7 @@ NS_CLIENT = "cfb-c-" + TAG
 GUEST_IP = "192.168.79.10"
 CLIENT_IP = "192.168.79.2"
 MAC = "52:54:00:79:01:10"
-KINDS = ("auto", "freeze", "agent")
+KINDS = ("auto", "freeze", "agent", "secondary")
 T0 = time.monotonic()
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -406,10 +411,13 @@ def agent(ctx, prim, sec, result, ready):
 
 
 def one_run(ctx, client, kind):
-    """One fault of the primary; the interruption and what happened."""
+    """One fault (of the primary, or of the secondary for the kind
+    "secondary"); the interruption and what happened."""
     prim = [n for n in ("alpha", "beta")
             if role_of(ctx, n)[0] == "primary"][0]
     p, s = ctx.pair.node(prim), ctx.pair.node(prim).peer
+    if kind == "secondary":
+        p, s = s, p     # the victim is p, the survivor s, as for the others
     pid = ops.read_pid(p)
     n0 = client.count()
     if not client.wait_count(n0 + 100, 60):     # 1 s+ of steady replies
@@ -464,7 +472,8 @@ def one_run(ctx, client, kind):
             ts = (ev["timestamp"]["seconds"] +
                   ev["timestamp"]["microseconds"] / 1e6)
             res["event_after_fault_ms"] = (ts - wall) * 1000
-            want = "peer-exit" if kind == "auto" else "peer-failover-safe"
+            want = ("peer-failover-safe" if kind == "freeze"
+                    else "peer-exit")
             if ev["data"]["reason"] != want or \
                     ev["data"]["action"] != "failover":
                 raise RuntimeError("unexpected %s" % ev)
@@ -630,7 +639,8 @@ def report(out):
                                         "max ms"))
     labels = {"auto": "kill -9 of the primary, heartbeat auto",
               "freeze": "memory failure on the primary (freeze)",
-              "agent": "kill -9, agent polling query-status 100 ms"}
+              "agent": "kill -9, agent polling query-status 100 ms",
+              "secondary": "kill -9 of the secondary, heartbeat auto"}
     for kind in KINDS:
         s = (fo.get(kind) or {}).get("interruption_ms")
         if s:
@@ -643,11 +653,13 @@ def report(out):
         if a and s:
             print("  agent / %-6s: p50 %.2fx, p99 %.2fx"
                   % (kind, a["p50"] / s["p50"], a["p99"] / s["p99"]))
-    for kind in ("auto", "freeze"):
+    for kind in ("auto", "freeze", "secondary"):
         s = (fo.get(kind) or {}).get("event_ms")
         if s:
-            print("  %s: COLO_HEARTBEAT_LOST on the secondary p50 %.0f ms "
-                  "p99 %.0f ms after the fault" % (kind, s["p50"], s["p99"]))
+            print("  %s: COLO_HEARTBEAT_LOST on the %s p50 %.0f ms "
+                  "p99 %.0f ms after the fault"
+                  % (kind, "primary" if kind == "secondary" else "secondary",
+                     s["p50"], s["p99"]))
     ag = fo.get("agent") or {}
     if ag.get("noticed_ms"):
         print("  agent: noticed p50 %.0f ms p99 %.0f ms after the kill; its "
