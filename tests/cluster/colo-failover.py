@@ -26,11 +26,16 @@ TAP cases:
      itself: COLO again, the survivor primary
   4. a second failover (kill -9 of the new primary) works the same way,
      and the pair is re-protected again
-  5. the primary's node cut off (every link of its namespace down,
+  5. a memory failure on the primary under memory-failure=freeze: it
+     freezes into failover-safe and says so, the secondary takes over by
+     itself at once (the heartbeat's peer-failover-safe, rule 4), the
+     client's connection goes on, the cluster converges; the frozen
+     node's resource is recovered and re-protected as in 3
+  6. the primary's node cut off (every link of its namespace down,
      processes alive): the other node, with the quorum device's vote,
      is promoted; the client keeps its connection and every reply is
      the next one of one guest
-  6. the cut-off node, without quorum, demotes (freezes) its primary
+  7. the cut-off node, without quorum, demotes (freezes) its primary
      (the agent cuts the primary's links to its peer out of band first:
      the freeze drains the disks, and an NBD write in flight to the
      unreachable secondary held it past the demote's timeout)
@@ -64,6 +69,7 @@ QEMU_IMG = os.path.join(BUILD, "qemu-img")
 TOOL = os.path.join(TOP, "build", "qemu", "scripts", "qemu-colo")
 AGENT = os.path.join(TOP, "tools", "ocf", "colo")
 HELPER = os.path.join(TOP, "tools", "ocf", "colo-ha-colo")
+QMP_HELPER = os.path.join(TOP, "tools", "ocf", "colo-ha-qmp")
 TAG = str(os.getpid())
 GUEST_IP = "192.168.78.10"
 CLIENT_IP = "192.168.78.2"
@@ -238,7 +244,8 @@ def write_pair(work, g):
              'nic_model = "virtio-net-pci"', 'nic_options = "romfile="',
              'mac = "%s"' % MAC, 'kernel = "%s"' % g["kernel"],
              'initrd = "%s"' % g["initrd"],
-             'append = "%s colo_ip=%s/24"' % (g["append"], GUEST_IP)]
+             'append = "%s colo_ip=%s/24"' % (g["append"], GUEST_IP),
+             'extra_args = ["-action", "memory-failure=freeze"]']
     for name, ip in cluster.NODE_IPS.items():
         d = os.path.join(work, name)
         os.makedirs(d, exist_ok=True)
@@ -355,14 +362,24 @@ def converged(c, survivor):
             all(c.online(n) for n in c.nodes))
 
 
-def kill_case(c, work, pair, client, nth):
+def kill_case(c, work, pair, client, nth, fault="kill"):
+    """@fault "kill": kill -9 of the primary's QEMU; "memory-failure":
+    a memory failure on the primary under memory-failure=freeze (rule 4:
+    it freezes and says so, its peer takes over)."""
     a = cluster.wait_for(lambda: promoted(c), 60, "a promoted node")
     b = other(a)
     pid = qemu_pid(work, a)
     before = {n: hb_state(c, n) for n in c.nodes}
     n0 = client.count()
     t_kill = time.time()
-    os.kill(pid, signal.SIGKILL)
+    if fault == "kill":
+        os.kill(pid, signal.SIGKILL)
+    else:
+        c.nodes[a].run([QMP_HELPER, "cmd",
+                        "/run/colo-ha-colo/colo/agent.sock",
+                        "x-inject-memory-failure",
+                        json.dumps({"address": 0x100000,
+                                    "action-required": False})], timeout=60)
     cont = client.wait_count(n0 + 20, 120)
     t_served = client.first_after(t_kill)
     conv = False
@@ -392,9 +409,14 @@ def kill_case(c, work, pair, client, nth):
     # failover), or the agent's helper on the secondary when the COLO
     # channel broke and the peer's host refused its monitor (the peer's
     # process ended)
+    reason = "peer-exit" if fault == "kill" else "peer-failover-safe"
     by_hb = any(e["event"] == "COLO_HEARTBEAT_LOST" and
-                e["data"].get("reason") == "peer-exit" and
+                e["data"].get("reason") == reason and
                 e["data"].get("action") == "failover" for e in since)
+    if fault != "kill":
+        # the frozen primary is no process gone: only the heartbeat's
+        # rule 4 may take over, at once
+        by_agent = False
     by_agent = any(float(line.split()[0]) >= t_kill - 1 and
                    "its process ended; failing over" in line
                    for line in wlog.splitlines()
@@ -404,12 +426,15 @@ def kill_case(c, work, pair, client, nth):
                                       "the agent's helper" if by_agent
                                       else "nobody by itself"))
     ok = cont and not client.errors and conv and took_over
-    tap(ok, "kill -9 of the primary's QEMU on %s: %s takes over by itself "
-        "(heartbeat peer-exit, or the agent's helper on the COLO channel's "
-        "error with the peer's process gone), the client's connection "
-        "goes on, the "
-        "cluster converges (promoted on %s, both nodes online, no fencing)"
-        % (a, b, b),
+    what = ("kill -9 of the primary's QEMU on %s: %s takes over by itself "
+            "(heartbeat peer-exit, or the agent's helper on the COLO "
+            "channel's error with the peer's process gone)" % (a, b)
+            if fault == "kill" else
+            "memory failure on the primary on %s (memory-failure=freeze): "
+            "it freezes, %s takes over by itself at once (heartbeat "
+            "peer-failover-safe, rule 4)" % (a, b))
+    tap(ok, "%s, the client's connection goes on, the cluster converges "
+        "(promoted on %s, both nodes online, no fencing)" % (what, b),
         ["client continued %s, errors %s" % (cont, client.errors[:3]),
          "converged %s: roles %s" % (conv, roles(c, b)),
          "before the kill: %s" % before,
@@ -535,6 +560,8 @@ def scenario(c, work):
         if not kill_case(c, work, pair, client, 1):
             return
         if not kill_case(c, work, pair, client, 2):
+            return
+        if not kill_case(c, work, pair, client, 3, "memory-failure"):
             return
         cut_case(c, work, pair, client, links)
     finally:
