@@ -12,8 +12,12 @@ case, what its TAP comments measured:
                 takeover, no cluster action needed), fault to the cluster converged (promoted
                 on the survivor; polled, so within about a second), fault
                 to the pair protected again
+  kill3         a memory failure on the primary (memory-failure=freeze):
+                the same three times; the takeover is the heartbeat's
+                rule 4 (peer-failover-safe)
   cut           the primary's node cut off: the client's longest wait
-                for a reply, fault to the survivor promoted
+                for a reply, fault to the survivor promoted, fault to the
+                cut-off primary demoted (frozen)
 
 The reference for "today's stack" is in the issue's numbers (no agent
 manages a COLO pair upstream): nothing fails the pair over by itself.
