@@ -33,10 +33,7 @@
 #include "qapi/visitor.h"
 #include "qemu/cutils.h"
 #include "block/aio-wait.h"
-#include "block/block_int.h"
-#include "block/graph-lock.h"
 #include "qapi/qapi-commands-block-core.h"
-#include "qapi/qapi-commands-yank.h"
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
 #include "qemu/timer.h"
@@ -54,6 +51,7 @@
 #include "migration/colo.h"
 #include "migration/failover.h"
 #include "migration/colo-heartbeat.h"
+#include "migration/colo-replication-links.h"
 #include "monitor/monitor.h"
 #include "qobject/qdict.h"
 #include "trace.h"
@@ -289,52 +287,6 @@ static void chb_filters_off(const char *type, bool keep_delivering)
     }
 }
 
-typedef struct ChbReplicationChild {
-    char *quorum;
-    char *child;
-    char *nbd;                  /* the NBD node under it */
-} ChbReplicationChild;
-
-/* The replication children of every quorum node.  BQL held. */
-static GSList *chb_replication_children(void)
-{
-    BlockDriverState *bs = NULL;
-    GSList *found = NULL;
-
-    GRAPH_RDLOCK_GUARD_MAINLOOP();
-    while ((bs = bdrv_next_all_states(bs))) {
-        BdrvChild *c;
-
-        if (!bs->drv || strcmp(bs->drv->format_name, "quorum")) {
-            continue;
-        }
-        QLIST_FOREACH(c, &bs->children, next) {
-            BlockDriverState *rep = c->bs;
-            ChbReplicationChild *r;
-
-            if (!rep->drv || strcmp(rep->drv->format_name, "replication")) {
-                continue;
-            }
-            /*
-             * Only a primary's replication child, whose file is the NBD
-             * connection to the secondary.  A promoted secondary's quorum
-             * also has its own secondary-mode replication node (its file
-             * is the active image): that is the guest's disk, keep it.
-             */
-            if (!rep->file || !rep->file->bs->drv ||
-                strcmp(rep->file->bs->drv->format_name, "nbd")) {
-                continue;
-            }
-            r = g_new0(ChbReplicationChild, 1);
-            r->quorum = g_strdup(bs->node_name);
-            r->child = g_strdup(c->name);
-            r->nbd = g_strdup(rep->file->bs->node_name);
-            found = g_slist_prepend(found, r);
-        }
-    }
-    return found;
-}
-
 /*
  * A primary continuing alone: what "Primary failover" in
  * docs/system/qemu-colo.rst does, minus deleting objects: the NBD
@@ -353,22 +305,14 @@ static GSList *chb_replication_children(void)
  */
 static void chb_primary_alone(ColoHeartbeat *hb)
 {
-    GSList *children = chb_replication_children(), *l;
+    GSList *links, *l;
     Error *release_err = NULL;
 
-    for (l = children; l; l = l->next) {
-        ChbReplicationChild *r = l->data;
+    links = colo_replication_links_cut();
+    for (l = links; l; l = l->next) {
+        ColoReplicationLink *r = l->data;
         Error *err = NULL;
 
-        if (r->nbd) {
-            YankInstance inst = {
-                .type = YANK_INSTANCE_TYPE_BLOCK_NODE,
-                .u.block_node.node_name = r->nbd,
-            };
-            YankInstanceList list = { .value = &inst };
-
-            qmp_yank(&list, NULL);
-        }
         qmp_x_blockdev_change(r->quorum, r->child, NULL, &err);
         if (err) {
             warn_report("colo-heartbeat '%s': cannot remove replication "
@@ -376,12 +320,8 @@ static void chb_primary_alone(ColoHeartbeat *hb)
                         r->quorum, error_get_pretty(err));
             error_free(err);
         }
-        g_free(r->quorum);
-        g_free(r->child);
-        g_free(r->nbd);
-        g_free(r);
     }
-    g_slist_free(children);
+    colo_replication_links_free(links);
     colo_notify_compares_event(NULL, COLO_EVENT_CHECKPOINT, &release_err);
     if (release_err) {
         warn_report("colo-heartbeat '%s': cannot release colo-compare's "

@@ -32,10 +32,12 @@
 #include "qemu/job.h"
 #include "qemu/error-report.h"
 #include "block/block.h"
+#include "block/graph-lock.h"
 #include "block/export.h"
 #include "block/nbd.h"
 #include "hw/core/cpu.h"
 #include "migration/misc.h"
+#include "migration/colo-replication-links.h"
 #include "net/net.h"
 #include "net/net-freeze.h"
 #include "system/cpus.h"
@@ -227,10 +229,45 @@ static void ha_quiesce_trigger(const char *reason)
     trace_ha_quiesce_enter(reason);
 }
 
+/*
+ * bdrv_flush_all(), without the replication nodes of a COLO primary's
+ * @links to its secondary: with their connection cut their flush can
+ * only fail, and the guest's disk (the quorum above them) is flushed
+ * through its local image.
+ */
+static int ha_quiesce_flush_all(GSList *links)
+{
+    BdrvNextIterator it;
+    BlockDriverState *bs;
+    int result = 0;
+
+    GRAPH_RDLOCK_GUARD_MAINLOOP();
+    for (bs = bdrv_first(&it); bs; bs = bdrv_next(&it)) {
+        GSList *l;
+        int ret;
+
+        for (l = links; l; l = l->next) {
+            if (!strcmp(((ColoReplicationLink *)l->data)->node,
+                        bdrv_get_node_name(bs))) {
+                break;
+            }
+        }
+        if (l) {
+            continue;
+        }
+        ret = bdrv_flush(bs);
+        if (ret < 0 && !result) {
+            result = ret;
+        }
+    }
+    return result;
+}
+
 /* Main thread, BQL held: make every guarantee hold */
 static void ha_quiesce_complete(void)
 {
     Error *err = NULL;
+    GSList *links, *l;
     int ret;
 
     assert(bql_locked() && qemu_in_main_thread());
@@ -264,6 +301,24 @@ static void ha_quiesce_complete(void)
             ha_quiesce_release("migration");
         }
         ha_quiesce_phase("migration");
+    }
+
+    /*
+     * A COLO primary writes to its secondary's disk too, over NBD.  A
+     * write in flight to a secondary that cannot be reached (this node
+     * cut off, the peer stopped) would hold every drain below, and the
+     * BQL, until TCP gives up, and FAILOVER_SAFE would not come; nothing
+     * may reach the secondary's disk from a frozen primary anyway.  Cut
+     * those connections first: their requests fail at once, and quorum
+     * completes the guest's writes from the local disk.
+     */
+    links = colo_replication_links_cut();
+    for (l = links; l; l = l->next) {
+        if (((ColoReplicationLink *)l->data)->cut) {
+            ha_quiesce_release("colo-replication");
+            ha_quiesce_phase("colo-replication");
+            break;
+        }
     }
 
     /*
@@ -314,7 +369,8 @@ static void ha_quiesce_complete(void)
      * which of its steps failed): every node is clean, so this is a
      * generation check per node, not a second flush.
      */
-    ret = bdrv_flush_all();
+    ret = ha_quiesce_flush_all(links);
+    colo_replication_links_free(links);
     if (ret < 0) {
         ha_quiesce_fail("block-flush", strerror(-ret));
     } else {

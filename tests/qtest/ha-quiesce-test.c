@@ -886,6 +886,101 @@ static void test_during_migration(void)
 }
 
 /* Network: no frame leaves the backend once frozen */
+static pid_t stopped_peer;
+
+static void freeze_took_too_long(int sig)
+{
+    /* libqtest's SIGABRT handler kills the QEMUs: a stopped one too */
+    kill(stopped_peer, SIGCONT);
+    abort();
+}
+
+static bool strlist_has(QList *list, const char *s)
+{
+    const QListEntry *e;
+
+    QLIST_FOREACH_ENTRY(list, e) {
+        if (!strcmp(qstring_get_str(qobject_to(QString, e->value)), s)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * A COLO primary's disk is a quorum of its own image and a replication
+ * child writing to the secondary's disk over NBD.  With the secondary
+ * unreachable (here its QEMU SIGSTOPped, as a cut link would look), a
+ * guest write in flight there used to hold the freeze's drain until TCP
+ * gave up: no FAILOVER_SAFE for minutes.  The freeze cuts that NBD
+ * connection first; the write completes from the local image.
+ */
+static void test_colo_primary_unreachable_secondary(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("ha-quiesce-colo-XXXXXX", NULL);
+    g_autofree char *sock = g_strdup_printf("%s/nbd.sock", dir);
+    struct sigaction bound = { .sa_handler = freeze_took_too_long }, old;
+    QTestState *sec, *pri;
+    QDict *rsp;
+    QList *released;
+
+    sec = qtest_init("-nodefaults "
+                     "-blockdev null-co,node-name=sdisk,size=67108864");
+    qtest_qmp_assert_success(sec, "{ 'execute': 'nbd-server-start',"
+                             "  'arguments': { 'addr': { 'type': 'unix',"
+                             "    'data': { 'path': %s } } } }", sock);
+    qtest_qmp_assert_success(sec, "{ 'execute': 'block-export-add',"
+                             "  'arguments': { 'type': 'nbd', 'id': 'e0',"
+                             "    'node-name': 'sdisk', 'name': 'parent0',"
+                             "    'writable': true } }");
+
+    pri = qtest_init("-machine pc -nodefaults "
+                     "-blockdev null-co,node-name=pdisk,size=67108864 "
+                     "-blockdev quorum,node-name=colo-disk0,"
+                     "vote-threshold=1,children.0=pdisk "
+                     "-device ide-hd,drive=colo-disk0,id=disk0");
+    qtest_qmp_assert_success(pri, "{ 'execute': 'blockdev-add',"
+                             "  'arguments': { 'driver': 'replication',"
+                             "    'node-name': 'replication0',"
+                             "    'mode': 'primary',"
+                             "    'file': { 'driver': 'nbd',"
+                             "      'node-name': 'nbd0', 'export': 'parent0',"
+                             "      'server': { 'type': 'unix',"
+                             "                  'path': %s } } } }", sock);
+    qtest_qmp_assert_success(pri, "{ 'execute': 'x-blockdev-change',"
+                             "  'arguments': { 'parent': 'colo-disk0',"
+                             "    'node': 'replication0' } }");
+    /* what starting COLO does to the replication child */
+    qtest_qmp_assert_success(pri, "{ 'execute': 'xen-set-replication',"
+                             "  'arguments': { 'enable': true,"
+                             "    'primary': true } }");
+
+    stopped_peer = qtest_pid(sec);
+    kill(stopped_peer, SIGSTOP);
+    g_free(qtest_hmp(pri, "qemu-io -d disk0 \"aio_write -P 0x5a 0 4k\""));
+
+    sigaction(SIGALRM, &bound, &old);
+    alarm(60);
+    quiesce(pri, "colo-cut-off");
+    alarm(0);
+    sigaction(SIGALRM, &old, NULL);
+
+    rsp = qtest_qmp_assert_success_ref(pri, "{ 'execute': "
+                                       "'query-failover-safe' }");
+    released = qdict_get_qlist(rsp, "released");
+    g_assert_true(strlist_has(released, "colo-replication"));
+    g_assert_true(strlist_has(released, "block-inactivate"));
+    g_assert_false(qdict_haskey(rsp, "failed") &&
+                   qlist_size(qdict_get_qlist(rsp, "failed")));
+    qobject_unref(rsp);
+
+    kill(qtest_pid(sec), SIGCONT);
+    qtest_quit(pri);
+    qtest_quit(sec);
+    unlink(sock);
+    rmdir(dir);
+}
+
 static bool frame_arrives(int fd, int timeout_ms)
 {
     struct pollfd pfd = { .fd = fd, .events = POLLIN };
@@ -1765,6 +1860,8 @@ int main(int argc, char **argv)
     qtest_add_func("/ha-quiesce/during-block-job", test_during_block_job);
     qtest_add_func("/ha-quiesce/flush-failure", test_flush_failure);
     qtest_add_func("/ha-quiesce/during-migration", test_during_migration);
+    qtest_add_func("/ha-quiesce/colo-primary-unreachable-secondary",
+                   test_colo_primary_unreachable_secondary);
     qtest_add_data_func("/ha-quiesce/internal-error-pause",
                         GINT_TO_POINTER(false), test_internal_error);
     qtest_add_data_func("/ha-quiesce/internal-error-freeze",
