@@ -620,7 +620,7 @@ static int compare_recv(Pair *pair, int timeout_ms)
  * releases nothing (the manager may have failed the secondary over
  * already, and the client would get two answers); once the secondary is
  * known to be gone (kill -9: peer-exit) the primary goes on alone and
- * releases what it held.
+ * releases what it held, in order.
  */
 static void test_silence_holds_output(void)
 {
@@ -633,11 +633,14 @@ static void test_silence_holds_output(void)
     kill(qtest_pid(pair.secondary.qts), SIGSTOP);
     assert_lost(pair.primary.qts, "silence", "none");
     compare_send(&pair, 2);
+    compare_send(&pair, 3);
     g_assert_cmpint(compare_recv(&pair, 1000), ==, -1);
 
     node_kill9(&pair.secondary);
     assert_lost(pair.primary.qts, "peer-exit", "failover");
+    /* what was held goes out in the order the guest sent it */
     g_assert_cmpint(compare_recv(&pair, DEADLINE_S * 1000), ==, 2);
+    g_assert_cmpint(compare_recv(&pair, DEADLINE_S * 1000), ==, 3);
     assert_serving(pair.primary.qts);
     pair_free(&pair);
 }
