@@ -10,7 +10,8 @@ from the trigger:
     active=false, netdev_del), the best upstream 10.2.2 can do over QMP;
   - to the image lock released: another process could now open the disk
     image read-write (no OFD lock of QEMU's left on the image's lock bytes,
-    polled every 0.2 ms).
+    waited for by a process of its own blocked in F_OFD_SETLKW, so that
+    neither the QMP client here nor polling delays it).
 Fork and upstream runs alternate, so both see the same machine load.
 
 Beside that table, where the fork's freeze spends its time: each step of
@@ -27,6 +28,7 @@ import os
 import re
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -47,19 +49,57 @@ def image_unlocked(path):
     return struct.unpack("hhqqi4x", rsp)[0] == fcntl.F_UNLCK
 
 
-class LockWatcher(threading.Thread):
-    def __init__(self, path):
-        super().__init__(daemon=True)
-        self.path = path
-        self.released_at = None
-        self.stop = False
+class LockWatcher:
+    """Waits for the image's locks to go, in a process of its own.
 
-    def run(self):
-        while not self.stop:
-            if image_unlocked(self.path):
-                self.released_at = time.monotonic()
-                return
-            time.sleep(0.0002)
+    A thread of this process would share the interpreter lock with the QMP
+    client reading the freeze's events and with the pinger, and could see
+    the release a switch interval late; a polling process would take a
+    CPU from the QEMU it measures.  The child blocks in F_OFD_SETLKW for
+    the whole file, which the kernel grants when QEMU's last lock goes.
+    Its clock is CLOCK_MONOTONIC, the same as time.monotonic() here.
+    """
+
+    CHILD = r"""
+import fcntl, os, struct, sys, time
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+from ha_quiesce import image_unlocked
+path = sys.argv[2]
+if image_unlocked(path):
+    print("unlocked-at-start", flush=True)
+    sys.exit(1)
+fd = os.open(path, os.O_RDWR)
+print("ready", flush=True)
+# blocks until no lock of QEMU's is left on the file: no polling, so that
+# it takes no CPU from the QEMU it measures
+fcntl.fcntl(fd, fcntl.F_OFD_SETLKW,
+            struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+print("%.9f" % time.monotonic(), flush=True)
+"""
+
+    def __init__(self, path):
+        self.released_at = None
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", self.CHILD, os.path.abspath(__file__),
+             path], stdout=subprocess.PIPE, text=True)
+        first = self.proc.stdout.readline().strip()
+        if first != "ready":
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError("lock watcher did not start: %r" % first)
+
+    def join(self, timeout):
+        """Waits at most @timeout seconds for the release."""
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return
+        try:
+            self.released_at = float(out.strip())
+        except ValueError:
+            pass
 
 
 class Pinger(threading.Thread):
@@ -138,7 +178,6 @@ def one_run(flavour, trigger, g, workdir):
         if image_unlocked(image):
             raise RuntimeError("image not locked while the VM runs")
         watcher = LockWatcher(image)
-        watcher.start()
         t0 = time.monotonic()
         if fork:
             if trigger == "memory-failure":
@@ -235,7 +274,8 @@ def main():
 
     print()
     print("The fork's freeze step by step (ms, ha_quiesce_phase trace "
-          "events, in QEMU's order; 'dispatch' is trigger to main loop)")
+          "events, in QEMU's order; 'dispatch' is trigger to main "
+          "loop, with a memory failure's own events)")
     cols = [v for v in variants if v in phases]
     for v in cols:
         print("  %s: %s/%s" % (chr(ord("A") + cols.index(v)), v[0], v[1]))

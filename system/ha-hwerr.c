@@ -103,6 +103,10 @@ void ha_hardware_error_internal(CPUState *cpu)
     bool freeze = internal_error_action == INTERNAL_ERROR_ACTION_FREEZE;
 
     assert(bql_locked());
+    if (freeze) {
+        /* the guest stops while the event goes out */
+        ha_quiesce_trigger("internal-error");
+    }
     ha_hwerr_record(HARDWARE_ERROR_SOURCE_INTERNAL_ERROR,
                     HARDWARE_ERROR_SEVERITY_FATAL, false, false, 0,
                     false, 0, cpu ? cpu->cpu_index : -1,
@@ -125,6 +129,10 @@ void ha_hardware_error_guest_panicked(GuestPanicAction action)
     };
 
     assert(bql_locked());
+    if (action == GUEST_PANIC_ACTION_FREEZE) {
+        /* the guest stops while the events go out */
+        ha_quiesce_trigger("guest-panic");
+    }
     ha_hwerr_record(HARDWARE_ERROR_SOURCE_GUEST_PANIC,
                     HARDWARE_ERROR_SEVERITY_FATAL, false, false, 0,
                     false, 0, current_cpu ? current_cpu->cpu_index : -1,

@@ -275,6 +275,8 @@ static void ha_memory_failure_apply(int code, void *addr, int cpu_index,
     }
 
     if (freeze) {
+        /* the guest stops while the events go out */
+        ha_quiesce_trigger("memory-failure");
         ha_memory_failure_event(MEMORY_FAILURE_RECIPIENT_GUEST, code,
                                 true, gpa, cpu_index,
                                 HARDWARE_ERROR_ACTION_FREEZE);

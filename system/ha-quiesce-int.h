@@ -21,6 +21,14 @@ void ha_hwerr_record(HardwareErrorSource source,
                      int cpu_index, HardwareErrorAction action);
 
 /*
+ * Start a freeze for @reason at once: close the network gate and ask the
+ * vCPUs to stop, without waiting for either (ha-quiesce.c).  A hardware
+ * error calls it before it reports the error, so that the guest stops
+ * while the events go out; ha_quiesce_enter() then does the rest.  BQL.
+ */
+void ha_quiesce_trigger(const char *reason);
+
+/*
  * Remember the guest page at @gpa, mapped at host page @host, as
  * poisoned; false if the table is full (ha-memory-failure.c)
  */

@@ -43,6 +43,7 @@
 #include "system/cpus.h"
 #include "system/runstate.h"
 #include "system/ha-quiesce.h"
+#include "ha-quiesce-int.h"
 #include "trace.h"
 
 /* How long the freeze waits for IOThreads to see the network gate */
@@ -212,9 +213,10 @@ static void ha_quiesce_ask_vcpus_to_stop(void)
     }
 }
 
-/* Record the trigger and start what can run meanwhile; BQL held */
-static void ha_quiesce_trigger(const char *reason)
+/* Record the trigger and start what can run meanwhile */
+void ha_quiesce_trigger(const char *reason)
 {
+    assert(bql_locked());
     if (haq.triggered) {
         return;
     }
