@@ -101,6 +101,12 @@ print("%.9f" % time.monotonic(), flush=True)
         except ValueError:
             pass
 
+    def close(self):
+        """Ends the child if the run failed before join()."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
 
 class Pinger(threading.Thread):
     """Network load: one persistent connection, a request every 10 ms."""
@@ -165,6 +171,7 @@ def one_run(flavour, trigger, g, workdir):
     if fork:
         args += ["-trace", "enable=ha_quiesce_phase"]
     vm = benchlib.Qemu(flavour, args, workdir)
+    watcher = None
     try:
         vm.wait_console("COLO-GUEST-READY", timeout=90)
         pinger = Pinger(port)
@@ -203,6 +210,8 @@ def one_run(flavour, trigger, g, workdir):
         return ((t_safe - t0) * 1000.0, (watcher.released_at - t0) * 1000.0,
                 vm.stderr_path)
     finally:
+        if watcher:
+            watcher.close()
         vm.kill()
 
 
