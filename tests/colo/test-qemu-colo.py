@@ -10,8 +10,9 @@ Fast cases, no guest:
     without vnet_hdr_support, vnet_hdr_support with e1000, different MACs,
     different guest options, a port in use, a missing image, an
     unreachable node; a heartbeat timeout not above twice its interval,
-    a bad failover policy, the heartbeat port in use); a good description
-    passes and says the channels are unauthenticated
+    a bad failover policy, the heartbeat port in use, a TLS directory
+    without its files); a good description passes and says the channels
+    are unauthenticated, or not with [tls]
   - `qemu-colo start --print`: every listening socket on the node's
     address, never 0.0.0.0
   - fork/install (make install) into a DESTDIR: the installed QEMU boots
@@ -32,6 +33,17 @@ namespaces the test creates:
     then kill -9 of the primary: that new secondary takes over by
     itself; the client's connection goes on throughout
   - stop: nothing left running
+
+A second real pair with [tls] (certificates made with openssl):
+  - strangers (a plain client, a certificate of another CA) are hung up
+    on by the primary's listening chardevs (mirror, compare, heartbeat)
+    and refused by the secondary's NBD export, which the pair's own
+    certificate completes a handshake with or reads
+  - protect: COLO runs, the migration's tls-creds set on both sides, both
+    heartbeats hear their peer, the guest serves the client; then a plain
+    client gets nothing from any port of either node
+  - kill -9 of the primary: the secondary takes over (the heartbeat over
+    TLS), the client's connection goes on; stop
 
 Runs the tool from the prepared tree (build/qemu/scripts/qemu-colo).
 Needs root for the real pair (skipped otherwise).
@@ -116,11 +128,12 @@ def toml_value(v):
     return json.dumps(v)
 
 
-def write_pair(path, guest, nodes, colo=None, ports=None, heartbeat=None):
+def write_pair(path, guest, nodes, colo=None, ports=None, heartbeat=None,
+               tls=None):
     lines = ["[guest]"] + ["%s = %s" % (k, toml_value(v))
                            for k, v in guest.items()]
     for name, table in (("colo", colo), ("ports", ports),
-                        ("heartbeat", heartbeat)):
+                        ("heartbeat", heartbeat), ("tls", tls)):
         if table:
             lines += ["", "[%s]" % name] + ["%s = %s" % (k, toml_value(v))
                                             for k, v in table.items()]
@@ -155,6 +168,7 @@ class Desc:
         self.colo = {}
         self.ports = {}
         self.heartbeat = {}
+        self.tls = {}
         if base_port:
             self.ports = {k: base_port + i for i, k in
                           enumerate(sorted(pairmod.PORT_KEYS))}
@@ -168,7 +182,8 @@ class Desc:
 
     def write(self, name="pair.toml"):
         return write_pair(os.path.join(self.d, name), self.guest,
-                          self.nodes, self.colo, self.ports, self.heartbeat)
+                          self.nodes, self.colo, self.ports, self.heartbeat,
+                          self.tls)
 
 
 def hb_port(base):
@@ -309,6 +324,47 @@ def test_checks(ns, base):
         return Listener(ns, "127.0.0.1", hb_port(base))
     check_case("heartbeat-port-in-use", d, "heartbeat port %d on 127.0.0.1 "
                "is in use" % hb_port(base), ns, setup=listen_hb)
+    # TLS: a credentials directory without the files; then a complete one
+    d = desc("tlsempty")
+    d.tls = {"dir": os.path.join(d.d, "no-creds")}
+    os.makedirs(d.tls["dir"])
+    check_case("tls-files", d, "TLS credentials directory %s lacks "
+               "ca-cert.pem, server-cert.pem" % d.tls["dir"], ns)
+    d = desc("tlsgood")
+    d.tls = {"dir": make_certs(os.path.join(d.d, "creds"),
+                               ["127.0.0.1", "127.0.0.2"])}
+    path = d.write("tlsgood.toml")
+    rc, out = tool("check", path, ns=ns)
+    tap(rc == 0 and "0 error(s)" in out and "unauthenticated" not in out,
+        "check with [tls] and complete credentials: no error, no "
+        "\"unauthenticated\" warning", ["exit %d: %s" % (rc, out.strip())])
+
+
+def make_certs(d, addresses, ca_name="qemu-colo test CA"):
+    """A CA in @d and, signed by it, a server and a client certificate
+    for @addresses (IP subjectAltNames): the five files of a [tls]
+    directory.  Returns @d."""
+    os.makedirs(d, exist_ok=True)
+
+    def ossl(*args):
+        run(["openssl"] + list(args))
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", os.path.join(d, "ca-key.pem"),
+         "-out", os.path.join(d, "ca-cert.pem"), "-subj", "/CN=" + ca_name)
+    for role in ("server", "client"):
+        ext = os.path.join(d, role + ".ext")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=%s\nextendedKeyUsage=%sAuth\n"
+                    % (",".join("IP:" + a for a in addresses), role))
+        csr = os.path.join(d, role + ".csr")
+        ossl("req", "-newkey", "rsa:2048", "-nodes",
+             "-keyout", os.path.join(d, role + "-key.pem"), "-out", csr,
+             "-subj", "/CN=qemu-colo test " + role)
+        ossl("x509", "-req", "-in", csr, "-days", "2",
+             "-CA", os.path.join(d, "ca-cert.pem"),
+             "-CAkey", os.path.join(d, "ca-key.pem"), "-CAcreateserial",
+             "-out", os.path.join(d, role + "-cert.pem"), "-extfile", ext)
+    return d
 
 
 class Listener:
@@ -559,6 +615,13 @@ def pids_of(d):
     return out
 
 
+def kill_node(d, name):
+    """kill -9 of node @name's QEMU (of description @d)."""
+    pids = [p for p in pids_of(d)
+            if "t-%s," % name in open("/proc/%d/cmdline" % p).read()]
+    os.kill(pids[0], signal.SIGKILL)
+
+
 def wait_console(path, marker, timeout):
     deadline = time.monotonic() + timeout
     ev = threading.Event()
@@ -694,10 +757,8 @@ def test_pair(guest, base):
         # --json shows it; then failover of the secondary (twice) only
         # deletes what the automatic failover switched off
         f0 = tool("failover", path, "--node", "beta", ns=NS)
-        ppid = [p for p in pids_of(d)
-                if "t-alpha" in open("/proc/%d/cmdline" % p).read()]
         n0 = client.count()
-        os.kill(ppid[0], signal.SIGKILL)
+        kill_node(d, "alpha")
         t = time.monotonic()
         st, beta = wait_takeover(path, "beta", "secondary")
         log("beta took over by itself; status --json showed it %.2f s "
@@ -774,10 +835,8 @@ def test_pair(guest, base):
 
         # kill -9 of the new secondary: beta continues alone by itself;
         # the primary failover on beta then tidies up
-        spid = [p for p in pids_of(d)
-                if "t-alpha" in open("/proc/%d/cmdline" % p).read()]
         n0 = client.count()
-        os.kill(spid[0], signal.SIGKILL)
+        kill_node(d, "alpha")
         st0, beta0 = wait_takeover(path, "beta", "primary")
         f1 = tool("failover", path, "--node", "beta", ns=NS)
         cont = client.wait_count(n0 + 20, 60)
@@ -822,10 +881,8 @@ def test_pair(guest, base):
 
         # after a resume the new secondary (which met beta's "took over"
         # flag when it started) still takes over by itself
-        bpid = [p for p in pids_of(d)
-                if "t-beta" in open("/proc/%d/cmdline" % p).read()]
         n0 = client.count()
-        os.kill(bpid[0], signal.SIGKILL)
+        kill_node(d, "beta")
         st, alpha = wait_takeover(path, "alpha", "secondary")
         cont = client.wait_count(n0 + 20, 60)
         tap(alpha and alpha["run_state"] == "running" and cont and
@@ -860,6 +917,238 @@ def test_pair(guest, base):
             os.kill(pid, signal.SIGKILL)
 
 
+# ---------------------------------------------------------------- TLS
+
+def in_netns(ns, fn, *args):
+    """@fn(*args) run in a thread that entered network namespace @ns."""
+    out = {}
+
+    def body():
+        try:
+            enter_netns(ns)
+            out["r"] = fn(*args)
+        except Exception as e:  # noqa: BLE001 - reported by the caller
+            out["r"] = "error: %s" % e
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    t.join(60)
+    return out.get("r", "probe did not end")
+
+
+def probe_plain(addr, port):
+    """A stranger without TLS: connect, say something, read for 3 s.
+    (refused|closed|open, the bytes received)."""
+    try:
+        sock = socket.create_connection((addr, port), timeout=3)
+    except ConnectionRefusedError:
+        return "refused", b""
+    data = b""
+    state = "open"
+    try:
+        sock.sendall(b"HELLO, I am no TLS client\r\n" * 8)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.05, deadline - time.monotonic()))
+            chunk = sock.recv(4096)
+            if not chunk:
+                state = "closed"
+                break
+            data += chunk
+    except socket.timeout:
+        pass
+    except OSError:
+        state = "closed"
+    finally:
+        sock.close()
+    return state, data
+
+
+def plain_gets_nothing(result):
+    """Nothing, or a TLS alert record (content type 21) at most."""
+    state, data = result
+    return not data or data[:1] == b"\x15"
+
+
+def probe_tls(addr, port, certs):
+    """A TLS client with the client certificate of @certs (and trusting
+    its CA): "ok" when the handshake completes, else the error."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(os.path.join(certs, "ca-cert.pem"))
+    ctx.load_cert_chain(os.path.join(certs, "client-cert.pem"),
+                        os.path.join(certs, "client-key.pem"))
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE   # a stranger does not care who serves
+    try:
+        with socket.create_connection((addr, port), timeout=5) as raw:
+            with ctx.wrap_socket(raw) as tls:
+                # TLS 1.3: the server judges the client's certificate
+                # after the client's handshake ends; its verdict (an
+                # alert, or a close) comes with the first read
+                tls.settimeout(1)
+                try:
+                    if tls.recv(1) == b"":
+                        return "closed after the handshake"
+                except socket.timeout:
+                    return "ok"
+                return "ok"
+    except (OSError, ssl.SSLError) as e:
+        return "refused: %s" % e
+
+
+def nbd_info(port, certs=None):
+    """qemu-img info of the secondary's NBD export, as a client without
+    TLS (certs None) or with the client certificate of @certs."""
+    if certs is None:
+        cmd = [QEMU_IMG, "info", "nbd://127.0.0.2:%d/parent0" % port]
+    else:
+        cmd = [QEMU_IMG, "info", "--object", "tls-creds-x509,id=t,"
+               "endpoint=client,dir=" + certs, "--image-opts",
+               "driver=nbd,server.type=inet,server.host=127.0.0.2,"
+               "server.port=%d,export=parent0,tls-creds=t" % port]
+    r = run(cmd, ns=NS, check=False, timeout=30)
+    return r.returncode, r.stdout.strip()
+
+
+def qmp_query(monitor, cmd):
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+    q = QEMUMonitorProtocol(monitor)
+    q.connect()
+    try:
+        return q.cmd(cmd)
+    finally:
+        q.close()
+
+
+def test_tls(guest, base):
+    d = Desc(os.path.join(_work, "tls"), {
+        "kernel": guest["kernel"], "initrd": guest["initrd"],
+        "append": guest["append"] + " colo_ip=%s/24" % GUEST_IP},
+        base_port=base)
+    addrs = ["127.0.0.1", "127.0.0.2"]
+    certs = make_certs(os.path.join(d.d, "creds"), addrs)
+    stranger = make_certs(os.path.join(d.d, "stranger"), addrs,
+                          "a stranger's CA")
+    d.tls = {"dir": certs}
+    d.images()
+    path = d.write()
+    ports = d.ports
+    hbp = d.heartbeat["port"]
+    client = None
+    try:
+        # the primary alone: its listening chardevs have no client yet
+        r1 = tool("start", path, "--node", "alpha", "--role", "primary",
+                  ns=NS)
+        res = {}
+        for name, port in (("mirror", ports["mirror"]),
+                           ("compare", ports["compare"]),
+                           ("heartbeat", hbp)):
+            res[name] = (in_netns(NS, probe_plain, "127.0.0.1", port),
+                         in_netns(NS, probe_tls, "127.0.0.1", port,
+                                  stranger),
+                         in_netns(NS, probe_tls, "127.0.0.1", port, certs))
+        for name in ("compare_local", "compare_out"):
+            res[name] = (in_netns(NS, probe_plain, "127.0.0.1",
+                                  ports[name]),)
+        ok = r1[0] == 0
+        for name, r in res.items():
+            ok = ok and plain_gets_nothing(r[0])
+            if len(r) > 1:
+                ok = (ok and r[0][0] == "closed" and r[1] != "ok" and
+                      r[2] == "ok")
+        tap(ok, "TLS: the primary's listening ports (mirror, compare, "
+            "heartbeat) hang up on a plain client and on a certificate of "
+            "another CA, and complete the handshake with the pair's; the "
+            "loopback compare ports give a plain client nothing",
+            ["start: exit %d: %s" % (r1[0], r1[1].strip()[-300:])] +
+            ["%s: %r" % kv for kv in res.items()])
+
+        # the secondary: its NBD export
+        r2 = tool("start", path, "--node", "beta", "--role", "secondary",
+                  ns=NS)
+        plain = nbd_info(ports["nbd"])
+        other = nbd_info(ports["nbd"], stranger)
+        own = nbd_info(ports["nbd"], certs)
+        tap(r2[0] == 0 and plain[0] != 0 and "TLS" in plain[1] and
+            other[0] != 0 and own[0] == 0 and "64 MiB" in own[1],
+            "TLS: the secondary's NBD export refuses a client without TLS "
+            "and one with a certificate of another CA; the pair's "
+            "certificate reads it",
+            ["start: exit %d: %s" % (r2[0], r2[1].strip()[-300:]),
+             "plain: %r" % (plain,), "stranger: %r" % (other,),
+             "pair: %r" % (own,)])
+
+        # protect: migration, NBD, COLO chardevs and heartbeat under TLS
+        p1 = tool("protect", path, ns=NS)
+        rc, st = status_json(path)
+        console = os.path.join(d.d, "t-alpha.console")
+        ready = wait_console(console, "COLO-GUEST-READY", 90)
+        client = Client()
+        client.start()
+        got = ready and client.wait_count(10, 60)
+        creds = {n: qmp_query(d.nodes[n]["monitor"],
+                              "query-migrate-parameters").get("tls-creds")
+                 for n in ("alpha", "beta")}
+        hbs = {n["node"]: [h["peer-alive"] for h in n.get("heartbeat") or []]
+               for n in st.get("nodes", [])}
+        tap(p1[0] == 0 and st.get("protected") is True and
+            hbs == {"alpha": [True], "beta": [True]} and
+            creds == {"alpha": "colo-tls-client",
+                      "beta": "colo-tls-server"} and
+            got and not client.errors,
+            "TLS: protect starts COLO with every channel under TLS (the "
+            "migration's tls-creds set on both sides, both heartbeats hear "
+            "their peer); the guest serves the client",
+            ["protect: exit %d: %s" % (p1[0], p1[1].strip()[-400:]),
+             "migration tls-creds %s, heartbeats %s" % (creds, hbs),
+             "guest ready %s, replies %d, errors %s"
+             % (ready, client.count(), client.errors[:2])])
+
+        # while protected: every port of both nodes
+        res = {}
+        for node, addr in (("alpha", "127.0.0.1"), ("beta", "127.0.0.2")):
+            for key, port in list(ports.items()) + [("heartbeat", hbp)]:
+                if key == "nbd":
+                    continue        # NBD greets first; qemu-img above
+                res["%s:%s" % (node, key)] = in_netns(NS, probe_plain,
+                                                      addr, port)
+        n0 = client.count()
+        cont = client.wait_count(n0 + 10, 60)
+        rc, st2 = status_json(path)
+        tap(all(plain_gets_nothing(r) for r in res.values()) and cont and
+            st2.get("protected") is True and not client.errors,
+            "TLS: with COLO running, a plain client gets nothing from any "
+            "port of either node, and COLO goes on",
+            ["%s: %r" % kv for kv in res.items()] +
+            ["replies %d -> %d, errors %s" % (n0, client.count(),
+                                              client.errors[:2])])
+
+        # the heartbeat over TLS still notices a kill -9 of the primary
+        n0 = client.count()
+        kill_node(d, "alpha")
+        st, beta = wait_takeover(path, "beta", "secondary")
+        cont = client.wait_count(n0 + 20, 60)
+        client.stop.set()
+        client.join(30)
+        s1 = tool("stop", path, ns=NS)
+        deadline = time.monotonic() + 30
+        while pids_of(d) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        tap(beta is not None and cont and not client.errors and
+            s1[0] == 0 and not pids_of(d),
+            "TLS: kill -9 of the primary: the secondary takes over by "
+            "itself, the client's connection goes on; stop leaves nothing",
+            ["status: %s" % json.dumps(st)[:600],
+             "replies %d -> %d, errors %s" % (n0, client.count(),
+                                               client.errors[:2]),
+             "stop: %s" % s1[1].strip()])
+    finally:
+        if client:
+            client.stop.set()
+        for pid in pids_of(d):
+            os.kill(pid, signal.SIGKILL)
+
+
 # ---------------------------------------------------------------- main
 
 def cleanup():
@@ -877,7 +1166,7 @@ def on_signal(signum, frame):
 
 def main():
     global _work
-    total = 26
+    total = 33
     print("1..%d" % total, flush=True)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGALRM, on_signal)
@@ -909,6 +1198,7 @@ def main():
         guest = json.loads(r.stdout)
         test_install(guest)
         test_pair(guest, base)
+        test_tls(guest, base + 10)
     except BaseException as e:
         log("aborted: %s" % e)
         for line in traceback.format_exc().splitlines()[-6:]:

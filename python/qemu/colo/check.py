@@ -16,7 +16,7 @@ import subprocess
 
 from .monitor import Monitor, MonitorError
 from .pair import (Finding, HEARTBEAT_ID, PRIMARY_PORTS,
-                   SECONDARY_PORTS)
+                   SECONDARY_PORTS, TLS_FILES)
 
 
 def is_local(address):
@@ -123,6 +123,16 @@ def check_node(pair, node, qemu_img, mon):
         if path and not os.path.exists(path):
             out.append(Finding(Finding.ERROR, where, "%s %s is missing"
                                % (opt, path)))
+    if pair.tls and local:
+        missing = [f for f in TLS_FILES
+                   if not os.path.isfile(os.path.join(node.tls_dir, f))]
+        if missing:
+            out.append(Finding(Finding.ERROR, where, "TLS credentials "
+                               "directory %s lacks %s"
+                               % (node.tls_dir, ", ".join(missing)),
+                               "put there the pair's CA certificate and this "
+                               "node's server and client certificates and "
+                               "keys (docs/system/qemu-colo.rst, \"TLS\")"))
     if not local:
         why = reachable(node.address, pair.ports["migration"])
         if why:

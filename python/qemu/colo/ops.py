@@ -18,7 +18,8 @@ import threading
 import time
 
 from .monitor import Monitor, MonitorError
-from .pair import HEARTBEAT_ID, command_line, shell_line
+from .pair import (HEARTBEAT_ID, TLS_CLIENT, TLS_SERVER, command_line,
+                   shell_line)
 from .check import check_pair
 
 # objects of the primary side, in the order they are created
@@ -27,6 +28,9 @@ PRIMARY_CHARDEVS = ("mirror0", "compare1", "compare0", "compare0-0",
 PRIMARY_FILTERS = ("m0", "redire0", "redire1")
 SECONDARY_FILTERS = ("f1", "f2")
 SECONDARY_CHARDEVS = ("red0", "red1")
+# the secondary's disk as the resync's target, when it is reached over
+# TLS (drive-mirror opens it by itself otherwise)
+RESYNC_TARGET = "resync-target"
 
 
 class OpError(Exception):
@@ -187,9 +191,10 @@ def secondary_setup(ctx, st):
     if not caps.get("x-colo"):
         m.cmd("migrate-set-capabilities",
               capabilities=[{"capability": "x-colo", "state": True}])
+    tls = {"tls-creds": TLS_SERVER} if ctx.pair.tls else {}
     try:
         m.cmd("nbd-server-start", addr={"type": "inet", "data": {
-            "host": node.address, "port": str(p["nbd"])}})
+            "host": node.address, "port": str(p["nbd"])}}, **tls)
     except MonitorError as e:
         if "already" not in e.desc:
             raise
@@ -198,6 +203,8 @@ def secondary_setup(ctx, st):
         m.cmd("nbd-server-add", device="parent0", writable=True)
     mig = m.cmd("query-migrate")
     if not mig.get("status"):
+        if tls:
+            m.cmd("migrate-set-parameters", **tls)
         idle, interval, count = ctx.pair.colo["keepalive"]
         m.cmd("migrate-incoming", channels=[{
             "channel-type": "main",
@@ -219,10 +226,12 @@ def start(ctx, node, role, print_only=False):
                                   str(node.guest.disk_bytes)]))
         print(shell_line(cmd))
         if role == "secondary":
+            tls = (" tls-creds=%s" % TLS_SERVER) if ctx.pair.tls else ""
             print("# then, over QMP (%s): migrate-set-capabilities x-colo; "
-                  "nbd-server-start %s:%d; nbd-server-add parent0 "
-                  "writable; migrate-incoming %s:%d with TCP keep-alive"
-                  % (node.monitor, node.address, ctx.pair.ports["nbd"],
+                  "nbd-server-start %s:%d%s; nbd-server-add parent0 "
+                  "writable;%s migrate-incoming %s:%d with TCP keep-alive"
+                  % (node.monitor, node.address, ctx.pair.ports["nbd"], tls,
+                     " migrate-set-parameters%s;" % tls if tls else "",
                      node.address, ctx.pair.ports["migration"]))
         return
     st = NodeState(node)
@@ -409,10 +418,13 @@ def _protect(ctx, sts, progress, resync):
                 "compare_out": "compare_out",
                 "compare_out0": "compare_out"}[cid]
         server = cid in ("mirror0", "compare1", "compare0", "compare_out")
+        tls = ({"tls-creds": TLS_SERVER if server else TLS_CLIENT}
+               if pair.tls else {})
         pm.cmd("chardev-add", id=cid, backend={"type": "socket", "data": {
             "addr": {"type": "inet", "data": {"host": me,
                                               "port": str(ports[port])}},
-            "server": server, **({"wait": False} if server else {})}})
+            "server": server, **({"wait": False} if server else {}),
+            **tls}})
         ctx.say("%s: chardev %s added" % (p.node.name, cid))
     nodes = p.block_nodes()
     # 2. the disk: copy the serving disk onto the secondary's
@@ -431,12 +443,16 @@ def _protect(ctx, sts, progress, resync):
             wait_until("%s: end of the resync job" % p.node.name,
                        lambda: "resync" not in p.jobs(), 60,
                        pm.wait_events)
+        if RESYNC_TARGET in p.block_nodes():
+            pm.cmd("blockdev-del", **{"node-name": RESYNC_TARGET})
         # 3. the replication child
         if "replication0" not in p.block_nodes():
             pm.hmp("drive_add -n buddy driver=replication,mode=primary,"
                    "file.driver=nbd,file.host=%s,file.port=%d,"
                    "file.export=parent0,file.node-name=nbd0,"
-                   "node-name=replication0" % (peer, ports["nbd"]))
+                   "node-name=replication0%s"
+                   % (peer, ports["nbd"],
+                      ",file.tls-creds=" + TLS_CLIENT if pair.tls else ""))
         if not quorum_child_name(p, "replication0"):
             pm.cmd("x-blockdev-change", parent="colo-disk0",
                    node="replication0")
@@ -475,7 +491,8 @@ def _protect(ctx, sts, progress, resync):
         pm.cmd("migrate-set-capabilities",
                capabilities=[{"capability": "x-colo", "state": True}])
         pm.cmd("migrate-set-parameters", **{
-            "x-checkpoint-delay": pair.colo["checkpoint_delay_ms"]})
+            "x-checkpoint-delay": pair.colo["checkpoint_delay_ms"],
+            **({"tls-creds": TLS_CLIENT} if pair.tls else {})})
         mig = pm.cmd("query-migrate").get("status")
         if mig not in ("setup", "active", "device", "colo"):
             pm.cmd("migrate", uri="tcp:%s:%d" % (host(peer),
@@ -559,8 +576,21 @@ def resync_disk(ctx, p, s, progress):
         ctx.pair.ports["nbd"])
     if "resync" not in p.jobs():
         pm.drain_events()
-        pm.cmd("drive-mirror", device="colo-disk0", **{"job-id": "resync"},
-               target=target, mode="existing", format="raw", sync="full")
+        if ctx.pair.tls:
+            # an nbd:// URI has no place for credentials: a node of its own
+            if RESYNC_TARGET not in p.block_nodes():
+                pm.cmd("blockdev-add", driver="nbd", export="parent0",
+                       **{"node-name": RESYNC_TARGET,
+                          "tls-creds": TLS_CLIENT,
+                          "server": {"type": "inet", "host": s.node.address,
+                                     "port": str(ctx.pair.ports["nbd"])}})
+            pm.cmd("blockdev-mirror", device="colo-disk0",
+                   **{"job-id": "resync"}, target=RESYNC_TARGET,
+                   sync="full")
+        else:
+            pm.cmd("drive-mirror", device="colo-disk0",
+                   **{"job-id": "resync"}, target=target, mode="existing",
+                   format="raw", sync="full")
         ctx.say("%s: copying the disk to %s" % (p.node.name, s.node.name))
     bar = Progress(progress)
     errors = []
@@ -585,6 +615,8 @@ def resync_disk(ctx, p, s, progress):
     finally:
         bar.end()
     if r == "gone":
+        if RESYNC_TARGET in p.block_nodes():
+            pm.cmd("blockdev-del", **{"node-name": RESYNC_TARGET})
         raise OpError("%s: the disk copy to %s ended: %s. Nothing changed "
                       "on %s; fix the secondary (qemu-colo check %s) and "
                       "run protect again"

@@ -80,6 +80,7 @@ NODE_KEYS = {
     "hidden": (str, ""),
     "run_dir": (str, ""),
     "console": (str, ""),
+    "tls_dir": (str, ""),
 }
 
 COLO_KEYS = {
@@ -111,6 +112,20 @@ HEARTBEAT_KEYS = {
 # The ids the heartbeat gets in each QEMU
 HEARTBEAT_ID = "hb0"
 HEARTBEAT_CHARDEV = "hbc"
+
+# [tls]: x509 credentials for every channel of the pair.  Each node's
+# directory holds what QEMU's tls-creds-x509 reads for both endpoints:
+# ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem and
+# client-key.pem.
+TLS_KEYS = {
+    "dir": (str, None),
+}
+TLS_FILES = ("ca-cert.pem", "server-cert.pem", "server-key.pem",
+             "client-cert.pem", "client-key.pem")
+# The ids of the two credential objects in each QEMU: a node listens
+# with the first and connects with the second, whatever its role
+TLS_SERVER = "colo-tls-server"
+TLS_CLIENT = "colo-tls-client"
 
 # Which ports each role listens on (on the node's own address).
 PRIMARY_PORTS = ("mirror", "compare", "compare_local", "compare_out")
@@ -191,6 +206,8 @@ class Node:
         self.log = base + ".log"
         self.pidfile = base + ".pid"
         self.vm_name = "%s-%s" % (guest.name, name)
+        if pair.tls:
+            self.tls_dir = self.tls_dir or pair.tls["dir"]
 
     @property
     def peer(self):
@@ -248,7 +265,12 @@ class Pair:
             f.append(Finding(Finding.ERROR, "[heartbeat]", "is not a table"))
             hbt = {}
         self.heartbeat = _take(hbt, HEARTBEAT_KEYS, "[heartbeat]", f)
-        self.tls = data.get("tls")
+        self.tls = None
+        if "tls" in data:
+            if isinstance(data["tls"], dict):
+                self.tls = _take(data["tls"], TLS_KEYS, "[tls]", f)
+            else:
+                f.append(Finding(Finding.ERROR, "[tls]", "is not a table"))
         nodes = data.get("nodes")
         if not isinstance(nodes, dict) or len(nodes) != 2:
             raise DescriptionError(
@@ -415,19 +437,28 @@ class Pair:
                                  "give the node's own address on the COLO "
                                  "link; qemu-colo binds every listening "
                                  "socket to it, never to every address"))
-        if self.tls is not None:
-            f.append(Finding(Finding.ERROR, "[tls]", "this version of "
-                             "qemu-colo cannot put the pair under TLS yet",
-                             "remove the [tls] section (the channels are "
-                             "then unauthenticated: keep the COLO link on "
-                             "a private network)"))
-        else:
+        if self.tls is None:
+            for node in (a, b):
+                if node.tls_dir:
+                    f.append(Finding(Finding.ERROR, "[nodes.%s]" % node.name,
+                                     "tls_dir is set but there is no [tls] "
+                                     "section", "add [tls] to put the pair "
+                                     "under TLS, or remove tls_dir"))
             f.append(Finding(Finding.WARNING, "pair",
-                             "no [tls] section: migration, NBD and the COLO "
-                             "chardevs are unauthenticated and unencrypted; "
-                             "their listening sockets bind to %s and %s "
-                             "only" % (a.address, b.address),
-                             "keep the COLO link on a private network"))
+                             "no [tls] section: migration, NBD, the COLO "
+                             "chardevs and the heartbeat are "
+                             "unauthenticated and unencrypted; their "
+                             "listening sockets bind to %s and %s only"
+                             % (a.address, b.address),
+                             "keep the COLO link on a private network, or "
+                             "add [tls] (docs/system/qemu-colo.rst, "
+                             "\"TLS\")"))
+        else:
+            for node in (a, b):
+                if not node.tls_dir:
+                    f.append(Finding(Finding.ERROR, "[nodes.%s]" % node.name,
+                                     "no TLS credentials directory",
+                                     "set [tls] dir or the node's tls_dir"))
 
     def errors(self):
         return [x for x in self.findings if x.level == Finding.ERROR]
@@ -486,21 +517,23 @@ def command_line(node, role, qemu):
             "-device", "%s,id=e0,netdev=hn0,mac=%s%s" % (g.nic_model, g.mac,
                                                         nic_opts)]
     h = _host(me)
+    srv, cli = tls_options(node.pair)
+    cmd += tls_objects(node)
     cmd += heartbeat_args(node)
     if role == "primary":
         cmd += [
             "-chardev", "socket,id=mirror0,host=%s,port=%d,server=on,"
-            "wait=off" % (h, p["mirror"]),
+            "wait=off%s" % (h, p["mirror"], srv),
             "-chardev", "socket,id=compare1,host=%s,port=%d,server=on,"
-            "wait=off" % (h, p["compare"]),
+            "wait=off%s" % (h, p["compare"], srv),
             "-chardev", "socket,id=compare0,host=%s,port=%d,server=on,"
-            "wait=off" % (h, p["compare_local"]),
-            "-chardev", "socket,id=compare0-0,host=%s,port=%d"
-            % (h, p["compare_local"]),
+            "wait=off%s" % (h, p["compare_local"], srv),
+            "-chardev", "socket,id=compare0-0,host=%s,port=%d%s"
+            % (h, p["compare_local"], cli),
             "-chardev", "socket,id=compare_out,host=%s,port=%d,server=on,"
-            "wait=off" % (h, p["compare_out"]),
-            "-chardev", "socket,id=compare_out0,host=%s,port=%d"
-            % (h, p["compare_out"]),
+            "wait=off%s" % (h, p["compare_out"], srv),
+            "-chardev", "socket,id=compare_out0,host=%s,port=%d%s"
+            % (h, p["compare_out"], cli),
             "-object", "filter-mirror,id=m0,netdev=hn0,queue=tx,"
             "outdev=mirror0" + vnet,
             "-object", "filter-redirector,id=redire0,netdev=hn0,queue=rx,"
@@ -519,10 +552,10 @@ def command_line(node, role, qemu):
     else:
         ph = _host(peer)
         cmd += [
-            "-chardev", "socket,id=red0,host=%s,port=%d,reconnect-ms=1000"
-            % (ph, p["mirror"]),
-            "-chardev", "socket,id=red1,host=%s,port=%d,reconnect-ms=1000"
-            % (ph, p["compare"]),
+            "-chardev", "socket,id=red0,host=%s,port=%d,reconnect-ms=1000%s"
+            % (ph, p["mirror"], cli),
+            "-chardev", "socket,id=red1,host=%s,port=%d,reconnect-ms=1000%s"
+            % (ph, p["compare"], cli),
             "-object", "filter-redirector,id=f1,netdev=hn0,queue=tx,"
             "indev=red0" + vnet,
             "-object", "filter-redirector,id=f2,netdev=hn0,queue=rx,"
@@ -550,17 +583,40 @@ def heartbeat_args(node):
     if not hb["enabled"]:
         return []
     lnode = node.pair.heartbeat_listener()
+    srv, cli = tls_options(node.pair)
     if lnode is node:
-        chardev = ("socket,id=%s,host=%s,port=%d,server=on,wait=off"
-                   % (HEARTBEAT_CHARDEV, _host(node.address), hb["port"]))
+        chardev = ("socket,id=%s,host=%s,port=%d,server=on,wait=off%s"
+                   % (HEARTBEAT_CHARDEV, _host(node.address), hb["port"],
+                      srv))
     else:
-        chardev = ("socket,id=%s,host=%s,port=%d,reconnect-ms=100"
-                   % (HEARTBEAT_CHARDEV, _host(lnode.address), hb["port"]))
+        chardev = ("socket,id=%s,host=%s,port=%d,reconnect-ms=100%s"
+                   % (HEARTBEAT_CHARDEV, _host(lnode.address), hb["port"],
+                      cli))
     return ["-chardev", chardev,
             "-object", "colo-heartbeat,id=%s,chardev=%s,interval=%d,"
             "timeout=%d,failover=%s" % (HEARTBEAT_ID, HEARTBEAT_CHARDEV,
                                         hb["interval"], hb["timeout"],
                                         hb["failover"])]
+
+
+def tls_objects(node):
+    """The two x509 credential objects of @node (none without [tls]).  A
+    server verifies its client's certificate (verify-peer), so only a
+    holder of a certificate of the pair's CA gets through."""
+    if not node.pair.tls:
+        return []
+    d = _opt(node.tls_dir)
+    return ["-object", "tls-creds-x509,id=%s,endpoint=server,dir=%s,"
+            "verify-peer=on" % (TLS_SERVER, d),
+            "-object", "tls-creds-x509,id=%s,endpoint=client,dir=%s"
+            % (TLS_CLIENT, d)]
+
+
+def tls_options(pair):
+    """What a listening and a connecting socket chardev add for TLS."""
+    if not pair.tls:
+        return "", ""
+    return ",tls-creds=" + TLS_SERVER, ",tls-creds=" + TLS_CLIENT
 
 
 def _opt(value):
