@@ -108,10 +108,11 @@ def enter_netns(ns):
         os.close(fd)
 
 
-def setup_network():
+def setup_network(client_rto_min=None):
     """Namespace NS: a bridge with the two nodes' taps and the COLO link
     on its loopback (127.0.0.1, 127.0.0.2); NS_CLIENT: the client, on the
-    bridge through a veth pair."""
+    bridge through a veth pair (its route to the guest with the minimum
+    retransmission timeout @client_rto_min ms, when given)."""
     for ns in (NS, NS_CLIENT):
         sh(["ip", "netns", "add", ns])
         _netns.append(ns)
@@ -132,6 +133,9 @@ def setup_network():
     sh(["ip", "link", "set", vb, "up"], NS)
     sh(["ip", "addr", "add", CLIENT_IP + "/24", "dev", vc], NS_CLIENT)
     sh(["ip", "link", "set", vc, "up"], NS_CLIENT)
+    if client_rto_min:
+        sh(["ip", "route", "replace", GUEST_IP, "dev", vc, "rto_min",
+            "%dms" % client_rto_min], NS_CLIENT)
 
 
 def cleanup_network():
@@ -559,6 +563,9 @@ def main():
                     help="give up (and clean up) after this long")
     ap.add_argument("--kinds", default=",".join(KINDS),
                     help="which faults, in rotation (default %(default)s)")
+    ap.add_argument("--client-rto-min", type=int, metavar="MS",
+                    help="the client's minimum TCP retransmission timeout "
+                    "(ip route ... rto_min; Linux's default is 200 ms)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("colo_failover.py needs root (network namespaces, taps)")
@@ -566,7 +573,8 @@ def main():
     work = tempfile.mkdtemp(prefix="colo-failover-bench-")
     os.chmod(work, 0o755)
     out = {"runs": args.runs, "window_s": args.window,
-           "checkpoint_delay_ms": args.checkpoint_delay}
+           "checkpoint_delay_ms": args.checkpoint_delay,
+           "client_rto_min_ms": args.client_rto_min}
     failures = []
 
     def on_signal(signum, frame):
@@ -575,7 +583,7 @@ def main():
     signal.signal(signal.SIGALRM, on_signal)
     signal.alarm(int(args.max_minutes * 60))
     try:
-        setup_network()
+        setup_network(args.client_rto_min)
         enter_netns(NS)         # the QEMUs are born here (taps, COLO link)
         if not args.skip_cost:
             cost = part_cost(guest, work, args.window,
@@ -633,7 +641,10 @@ def main():
 def report(out):
     print("COLO failover interruption (client: one TCP connection, a PING "
           "every 10 ms; last reply before the fault to first after), "
-          "checkpoint delay %d ms:" % out["checkpoint_delay_ms"])
+          "checkpoint delay %d ms, client rto_min %s:"
+          % (out["checkpoint_delay_ms"],
+             "%d ms" % out["client_rto_min_ms"]
+             if out.get("client_rto_min_ms") else "default (200 ms)"))
     fo = out.get("failover", {})
     print("  %-46s %5s %9s %9s %9s" % ("", "n", "p50 ms", "p99 ms",
                                         "max ms"))

@@ -362,7 +362,19 @@ static void chb_failover(ColoHeartbeat *hb)
         return;
     }
     if (mode == COLO_MODE_SECONDARY) {
-        chb_filters_off("filter-redirector", false);
+        /*
+         * What the COLO failover notifies anyway, once its bottom half
+         * runs: the redirectors resend what the dead primary's
+         * colo-compare held (net/colo-resend.c) and switch off before
+         * the guest's next frames go out past them.
+         */
+        colo_notify_filters_event(COLO_EVENT_FAILOVER, &err);
+        if (err) {
+            warn_report("colo-heartbeat '%s': %s", chb_id(hb),
+                        error_get_pretty(err));
+            error_free(err);
+            chb_filters_off("filter-redirector", false);
+        }
     } else {
         chb_primary_alone(hb);
     }

@@ -42,8 +42,11 @@ A second real pair with [tls] (certificates made with openssl):
   - protect: COLO runs, the migration's tls-creds set on both sides, both
     heartbeats hear their peer, the guest serves the client; then a plain
     client gets nothing from any port of either node
-  - kill -9 of the primary: the secondary takes over (the heartbeat over
-    TLS), the client's connection goes on; stop
+  - kill -9 of the primary (stopped first, so that no checkpoint comes
+    between): the secondary takes over (the heartbeat over TLS) and
+    resends every TCP segment its redirector kept since the last
+    checkpoint (resend-frames, trace colo_resend_release); the client's
+    connection goes on; stop
 
 Runs the tool from the prepared tree (build/qemu/scripts/qemu-colo).
 Needs root for the real pair (skipped otherwise).
@@ -52,6 +55,7 @@ Needs root for the real pair (skipped otherwise).
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -341,29 +345,11 @@ def test_checks(ns, base):
 
 
 def make_certs(d, addresses, ca_name="qemu-colo test CA"):
-    """A CA in @d and, signed by it, a server and a client certificate
-    for @addresses (IP subjectAltNames): the five files of a [tls]
-    directory.  Returns @d."""
-    os.makedirs(d, exist_ok=True)
-
-    def ossl(*args):
-        run(["openssl"] + list(args))
-    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-keyout", os.path.join(d, "ca-key.pem"),
-         "-out", os.path.join(d, "ca-cert.pem"), "-subj", "/CN=" + ca_name)
-    for role in ("server", "client"):
-        ext = os.path.join(d, role + ".ext")
-        with open(ext, "w") as f:
-            f.write("subjectAltName=%s\nextendedKeyUsage=%sAuth\n"
-                    % (",".join("IP:" + a for a in addresses), role))
-        csr = os.path.join(d, role + ".csr")
-        ossl("req", "-newkey", "rsa:2048", "-nodes",
-             "-keyout", os.path.join(d, role + "-key.pem"), "-out", csr,
-             "-subj", "/CN=qemu-colo test " + role)
-        ossl("x509", "-req", "-in", csr, "-days", "2",
-             "-CA", os.path.join(d, "ca-cert.pem"),
-             "-CAkey", os.path.join(d, "ca-key.pem"), "-CAcreateserial",
-             "-out", os.path.join(d, role + "-cert.pem"), "-extfile", ext)
+    """The five files of a [tls] directory in @d (tests/colo/make-certs):
+    a CA of its own and a server and a client certificate for
+    @addresses.  Returns @d."""
+    run([os.path.join(TOP, "tests", "colo", "make-certs"), d, ca_name] +
+        list(addresses))
     return d
 
 
@@ -615,11 +601,20 @@ def pids_of(d):
     return out
 
 
+def pid_of(d, name):
+    """The pid of node @name's QEMU (of description @d)."""
+    return [p for p in pids_of(d)
+            if "t-%s," % name in open("/proc/%d/cmdline" % p).read()][0]
+
+
 def kill_node(d, name):
     """kill -9 of node @name's QEMU (of description @d)."""
-    pids = [p for p in pids_of(d)
-            if "t-%s," % name in open("/proc/%d/cmdline" % p).read()]
-    os.kill(pids[0], signal.SIGKILL)
+    os.kill(pid_of(d, name), signal.SIGKILL)
+
+
+def log_text(d, name):
+    with open(os.path.join(d.d, "t-%s.log" % name), errors="replace") as f:
+        return f.read()
 
 
 def wait_console(path, marker, timeout):
@@ -638,10 +633,14 @@ def wait_console(path, marker, timeout):
 
 def status_json(path):
     rc, out = tool("status", path, "--json", ns=NS)
+    lines = out.strip().splitlines()
     try:
-        return rc, json.loads(out.strip().splitlines()[-1])
+        st = json.loads(lines[-1])
     except (ValueError, IndexError):
         return rc, {"raw": out}
+    if lines[:-1]:
+        st["_warnings"] = lines[:-1]     # for the diagnostics
+    return rc, st
 
 
 def wait_takeover(path, node, was, timeout=60):
@@ -723,7 +722,8 @@ def test_pair(guest, base):
              "check of the running pair: exit %d: %s" % (c1[0],
                                                         c1[1].strip()[-300:]),
              "heartbeats: %s" % hbs,
-             "status: %s" % json.dumps(st)[:600]])
+             "status: %s" % json.dumps(st)[:600],
+             "status warnings: %s" % st.get("_warnings")])
 
         # the guest and a client; status --watch counts checkpoints
         console = os.path.join(d.d, "t-alpha.console")
@@ -1010,20 +1010,27 @@ def nbd_info(port, certs=None):
     return r.returncode, r.stdout.strip()
 
 
-def qmp_query(monitor, cmd):
+def qmp_query(monitor, cmd, **args):
     from qemu.qmp.legacy import QEMUMonitorProtocol
     q = QEMUMonitorProtocol(monitor)
     q.connect()
     try:
-        return q.cmd(cmd)
+        return q.cmd(cmd, **args)
     finally:
         q.close()
+
+
+def resend_frames(d, name):
+    """What node @name's secondary redirector f2 keeps for a failover."""
+    return qmp_query(d.nodes[name]["monitor"], "qom-get",
+                     path="/objects/f2", property="resend-frames")
 
 
 def test_tls(guest, base):
     d = Desc(os.path.join(_work, "tls"), {
         "kernel": guest["kernel"], "initrd": guest["initrd"],
-        "append": guest["append"] + " colo_ip=%s/24" % GUEST_IP},
+        "append": guest["append"] + " colo_ip=%s/24" % GUEST_IP,
+        "extra_args": ["-trace", "colo_resend_release"]},
         base_port=base)
     addrs = ["127.0.0.1", "127.0.0.2"]
     certs = make_certs(os.path.join(d.d, "creds"), addrs)
@@ -1123,11 +1130,27 @@ def test_tls(guest, base):
             ["replies %d -> %d, errors %s" % (n0, client.count(),
                                               client.errors[:2])])
 
-        # the heartbeat over TLS still notices a kill -9 of the primary
+        # the heartbeat over TLS still notices a kill -9 of the primary;
+        # beta resends the segments it sent since the last checkpoint.
+        # A stopped primary starts no checkpoint: what beta keeps then
+        # is what the failover must resend (or more, if its guest sends)
+        apid = pid_of(d, "alpha")
+        kept = 0
+        deadline = time.monotonic() + 30
+        while not kept and time.monotonic() < deadline:
+            if resend_frames(d, "beta"):
+                os.kill(apid, signal.SIGSTOP)
+                kept = resend_frames(d, "beta")
+                if not kept:
+                    os.kill(apid, signal.SIGCONT)   # a checkpoint came
+            else:
+                threading.Event().wait(0.05)
         n0 = client.count()
-        kill_node(d, "alpha")
+        os.kill(apid, signal.SIGKILL)
         st, beta = wait_takeover(path, "beta", "secondary")
         cont = client.wait_count(n0 + 20, 60)
+        resent = [int(x) for x in re.findall(
+            r"colo_resend_release f2: (\d+) frames", log_text(d, "beta"))]
         client.stop.set()
         client.join(30)
         s1 = tool("stop", path, ns=NS)
@@ -1135,10 +1158,15 @@ def test_tls(guest, base):
         while pids_of(d) and time.monotonic() < deadline:
             time.sleep(0.1)
         tap(beta is not None and cont and not client.errors and
+            kept >= 1 and len(resent) == 1 and resent[0] >= kept and
             s1[0] == 0 and not pids_of(d),
             "TLS: kill -9 of the primary: the secondary takes over by "
-            "itself, the client's connection goes on; stop leaves nothing",
-            ["status: %s" % json.dumps(st)[:600],
+            "itself and resends the TCP segments it sent since the last "
+            "checkpoint (filter-redirector resend-frames); the client's "
+            "connection goes on; stop leaves nothing",
+            ["kept %d frames with the primary stopped; resent %s"
+             % (kept, resent),
+             "status: %s" % json.dumps(st)[:600],
              "replies %d -> %d, errors %s" % (n0, client.count(),
                                                client.errors[:2]),
              "stop: %s" % s1[1].strip()])

@@ -841,11 +841,14 @@ def stop(ctx, nodes):
 # ------------------------------------------------------------ status
 
 def heartbeat(st):
-    if not st.mon.has_command("query-colo-heartbeat"):
-        return None
+    """@st's query-colo-heartbeat, or None when its QEMU has none (or
+    does not answer: said on stderr)."""
     try:
+        if not st.mon.has_command("query-colo-heartbeat"):
+            return None
         return st.mon.cmd("query-colo-heartbeat")
-    except MonitorError:
+    except MonitorError as e:
+        print("warning: %s" % e, file=sys.stderr, flush=True)
         return None
 
 
