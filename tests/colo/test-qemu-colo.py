@@ -46,7 +46,9 @@ A second real pair with [tls] (certificates made with openssl):
     between): the secondary takes over (the heartbeat over TLS) and
     resends every TCP segment its redirector kept since the last
     checkpoint (resend-frames, trace colo_resend_release); the client's
-    connection goes on; stop
+    connection goes on
+  - the resume: a new secondary where the primary died, protect (the
+    disk copied over TLS), COLO again; stop
 
 Runs the tool from the prepared tree (build/qemu/scripts/qemu-colo).
 Needs root for the real pair (skipped otherwise).
@@ -1151,24 +1153,43 @@ def test_tls(guest, base):
         cont = client.wait_count(n0 + 20, 60)
         resent = [int(x) for x in re.findall(
             r"colo_resend_release f2: (\d+) frames", log_text(d, "beta"))]
+        tap(beta is not None and cont and not client.errors and
+            kept >= 1 and len(resent) == 1 and resent[0] >= kept,
+            "TLS: kill -9 of the primary: the secondary takes over by "
+            "itself and resends the TCP segments it sent since the last "
+            "checkpoint (filter-redirector resend-frames); the client's "
+            "connection goes on",
+            ["kept %d frames with the primary stopped; resent %s"
+             % (kept, resent),
+             "status: %s" % json.dumps(st)[:600],
+             "replies %d -> %d, errors %s" % (n0, client.count(),
+                                               client.errors[:2])])
+
+        # the resume under TLS: a new secondary where the primary died
+        r3 = tool("start", path, "--node", "alpha", "--role", "secondary",
+                  ns=NS)
+        p2 = tool("protect", path, ns=NS)
+        rc, st = status_json(path)
+        roles = {n["node"]: n["colo_mode"] for n in st.get("nodes", [])}
+        n0 = client.count()
+        cont = client.wait_count(n0 + 10, 60)
         client.stop.set()
         client.join(30)
         s1 = tool("stop", path, ns=NS)
         deadline = time.monotonic() + 30
         while pids_of(d) and time.monotonic() < deadline:
             time.sleep(0.1)
-        tap(beta is not None and cont and not client.errors and
-            kept >= 1 and len(resent) == 1 and resent[0] >= kept and
-            s1[0] == 0 and not pids_of(d),
-            "TLS: kill -9 of the primary: the secondary takes over by "
-            "itself and resends the TCP segments it sent since the last "
-            "checkpoint (filter-redirector resend-frames); the client's "
-            "connection goes on; stop leaves nothing",
-            ["kept %d frames with the primary stopped; resent %s"
-             % (kept, resent),
-             "status: %s" % json.dumps(st)[:600],
-             "replies %d -> %d, errors %s" % (n0, client.count(),
-                                               client.errors[:2]),
+        tap(r3[0] == 0 and p2[0] == 0 and "disk copied" in p2[1] and
+            st.get("protected") is True and
+            roles == {"alpha": "secondary", "beta": "primary"} and
+            cont and not client.errors and s1[0] == 0 and not pids_of(d),
+            "TLS: the resume: a new secondary on alpha, protect copies the "
+            "disk and starts COLO again under TLS, the client's connection "
+            "goes on; stop leaves nothing",
+            ["start: exit %d: %s" % (r3[0], r3[1].strip()[-300:]),
+             "protect: exit %d: %s" % (p2[0], p2[1].strip()[-400:]),
+             "modes %s; replies %d -> %d, errors %s"
+             % (roles, n0, client.count(), client.errors[:2]),
              "stop: %s" % s1[1].strip()])
     finally:
         if client:
@@ -1194,7 +1215,7 @@ def on_signal(signum, frame):
 
 def main():
     global _work
-    total = 33
+    total = 34
     print("1..%d" % total, flush=True)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGALRM, on_signal)
