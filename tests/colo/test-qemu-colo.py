@@ -58,6 +58,7 @@ import ctypes
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -603,6 +604,26 @@ def pids_of(d):
     return out
 
 
+def wait_gone(d, timeout=30):
+    """Wait, at most @timeout seconds, for the QEMUs of description @d
+    to end (a QEMU told to quit may still be exiting); those left."""
+    deadline = time.monotonic() + timeout
+    left = pids_of(d)
+    while left and time.monotonic() < deadline:
+        try:
+            fd = os.pidfd_open(left[0])
+        except OSError:
+            fd = None           # gone meanwhile
+        if fd is not None:
+            try:
+                select.select([fd], [], [],
+                              max(0.0, deadline - time.monotonic()))
+            finally:
+                os.close(fd)
+        left = pids_of(d)
+    return left
+
+
 def pid_of(d, name):
     """The pid of node @name's QEMU (of description @d)."""
     return [p for p in pids_of(d)
@@ -900,13 +921,7 @@ def test_pair(guest, base):
         # stop: nothing left
         s1 = tool("stop", path, ns=NS)
         s2 = tool("stop", path, ns=NS)
-        # a QEMU that was told to quit may still be exiting, or be a
-        # zombie not reaped yet: wait, bounded, for its end
-        deadline = time.monotonic() + 30
-        left = pids_of(d)
-        while left and time.monotonic() < deadline:
-            time.sleep(0.1)
-            left = pids_of(d)
+        left = wait_gone(d)
         tap(s1[0] == 0 and s2[0] == 0 and not left and
             "not running" in s2[1],
             "stop: nothing left running; a second stop changes nothing",
@@ -1176,13 +1191,11 @@ def test_tls(guest, base):
         client.stop.set()
         client.join(30)
         s1 = tool("stop", path, ns=NS)
-        deadline = time.monotonic() + 30
-        while pids_of(d) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        left = wait_gone(d)
         tap(r3[0] == 0 and p2[0] == 0 and "disk copied" in p2[1] and
             st.get("protected") is True and
             roles == {"alpha": "secondary", "beta": "primary"} and
-            cont and not client.errors and s1[0] == 0 and not pids_of(d),
+            cont and not client.errors and s1[0] == 0 and not left,
             "TLS: the resume: a new secondary on alpha, protect copies the "
             "disk and starts COLO again under TLS, the client's connection "
             "goes on; stop leaves nothing",
