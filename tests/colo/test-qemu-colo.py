@@ -238,6 +238,21 @@ def test_parser():
     diag.append("e1000 + unknown key: %s" % msgs)
     ok &= p.guest.vnet_hdr_support is False
     ok &= any("unknown key 'colour'" in m for m in msgs)
+    # the disk's interface: ide by default, virtio, nothing else
+    ide = " ".join(pairmod.command_line(p.node("alpha"), "primary", "q"))
+    ok &= p.guest.disk_interface == "ide" and "-drive if=ide," in ide
+    d.guest.pop("colour")
+    d.guest["disk_interface"] = "virtio"
+    p = pairmod.load(d.write())
+    virtio = [" ".join(pairmod.command_line(p.node("alpha"), role, "q"))
+              for role in ("primary", "secondary")]
+    ok &= not p.errors() and all("if=virtio,id=colo-disk0" in c and
+                                 "if=ide" not in c for c in virtio)
+    d.guest["disk_interface"] = "floppy"
+    msgs = [str(f) for f in pairmod.load(d.write()).errors()]
+    diag.append("disk_interface floppy: %s" % msgs)
+    ok &= any("disk_interface 'floppy' is not one of ide, virtio" in m
+              for m in msgs)
     try:
         pairmod.Pair("x", {"guest": {}, "nodes": {"a": {}}})
         ok = False
@@ -245,7 +260,7 @@ def test_parser():
         diag.append("one node: %s" % e)
         ok &= "exactly two nodes" in str(e)
     tap(ok, "description parser: the annotated example, sizes, defaults, "
-        "unknown keys, node count", diag)
+        "unknown keys, node count, disk interface", diag)
 
 
 def check_case(name, desc, sentence, ns, expect=2, setup=None):

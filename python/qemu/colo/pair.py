@@ -58,6 +58,7 @@ GUEST_KEYS = {
     "cpu": (str, ""),
     "disk_size": (str, None),
     "disk_format": (str, "qcow2"),
+    "disk_interface": (str, "ide"),
     "nic_model": (str, "virtio-net-pci"),
     "nic_options": (str, ""),
     "mac": (str, None),
@@ -134,6 +135,9 @@ SECONDARY_PORTS = ("migration", "nbd")
 VIRTIO_NICS = ("virtio-net-pci", "virtio-net-pci-non-transitional",
                "virtio-net-pci-transitional", "virtio-net-device",
                "virtio-net-ccw", "virtio-net")
+# How the guest sees its disk (-drive if=): IDE on every machine type, or
+# virtio-blk (on q35, SeaBIOS waits for AHCI commands to time out)
+DISK_INTERFACES = ("ide", "virtio")
 MAC_RE = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
 SIZE_RE = re.compile(r"^(\d+)\s*([kKmMgGtT]?)(i?[bB])?$")
 
@@ -350,6 +354,11 @@ class Pair:
         if g.memory and parse_size(g.memory) is None:
             f.append(Finding(Finding.ERROR, "[guest]", "memory %r is not a "
                              "size" % g.memory, "write e.g. \"2G\""))
+        if g.disk_interface not in DISK_INTERFACES:
+            f.append(Finding(Finding.ERROR, "[guest]", "disk_interface %r "
+                             "is not one of %s" % (g.disk_interface,
+                                                   ", ".join(DISK_INTERFACES)),
+                             "write \"ide\" or \"virtio\""))
         if g.vcpus < 1:
             f.append(Finding(Finding.ERROR, "[guest]", "vcpus must be 1 or "
                              "more"))
@@ -544,9 +553,10 @@ def command_line(node, role, qemu):
             "-object", "colo-compare,id=comp0,primary_in=compare0-0,"
             "secondary_in=compare1,outdev=compare_out0,iothread=iothread1"
             + vnet,
-            "-drive", "if=ide,id=colo-disk0,driver=quorum,read-pattern=fifo,"
+            "-drive", "if=%s,id=colo-disk0,driver=quorum,read-pattern=fifo,"
             "vote-threshold=1,children.0.file.filename=%s,"
-            "children.0.driver=%s" % (_opt(node.disk), g.disk_format),
+            "children.0.driver=%s" % (g.disk_interface, _opt(node.disk),
+                                      g.disk_format),
             "-S",
         ]
     else:
@@ -568,8 +578,8 @@ def command_line(node, role, qemu):
             "file.backing.driver=qcow2,file.backing.file.filename=%s,"
             "file.backing.backing=parent0" % (_opt(node.active),
                                               _opt(node.hidden)),
-            "-drive", "if=ide,id=colo-disk0,driver=quorum,read-pattern=fifo,"
-            "vote-threshold=1,children.0=childs0",
+            "-drive", "if=%s,id=colo-disk0,driver=quorum,read-pattern=fifo,"
+            "vote-threshold=1,children.0=childs0" % g.disk_interface,
             "-incoming", "defer",
         ]
     return cmd
