@@ -454,8 +454,15 @@ def _protect(ctx, sts, progress, resync):
                    % (peer, ports["nbd"],
                       ",file.tls-creds=" + TLS_CLIENT if pair.tls else ""))
         if not quorum_child_name(p, "replication0"):
-            pm.cmd("x-blockdev-change", parent="colo-disk0",
-                   node="replication0")
+            try:
+                pm.cmd("x-blockdev-change", parent="colo-disk0",
+                       node="replication0")
+            except MonitorError:
+                # a child quorum refuses (e.g. of another size) must not
+                # stay: the next run would take it for one attached and
+                # skip the disk copy
+                pm.hmp("drive_del replication0")
+                raise
         interruption_point("replication")
         # 4. the network filters and colo-compare
         objs = p.objects()
