@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """End-to-end test of the colo-heartbeat object: failover without a command.
 
-Reuses tests/colo/colo-e2e.py (its namespaces, guest, client and the
-documented COLO start-up) and adds a colo-heartbeat object to both QEMUs
-(failover=auto; the secondary listens).  Prints TAP:
+Reuses tests/colo/colo-e2e.py (its namespaces, guest, client and its
+pairs run with qemu-colo's library) with the pair description's
+[heartbeat] on: a colo-heartbeat object on both QEMUs (failover=auto;
+the first node, the primary, listens).  Prints TAP:
 
   1. kill -9 of the primary: the secondary reports COLO_HEARTBEAT_LOST
      (peer-exit, action failover) and takes over by itself, no command
@@ -57,7 +58,8 @@ e2e = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(e2e)
 
 HB_PORT = 9010
-HB_ARGS = "interval=100,timeout=1000,failover=auto"
+HB_SETTINGS = {"interval": 100, "timeout": 1000, "failover": "auto",
+               "port": HB_PORT}
 TOTAL = 8
 GLOBAL_TIMEOUT = 900
 
@@ -71,20 +73,12 @@ TODO = []                       # cases reported as known gaps
 SLACK = 10                      # seconds beyond timeout for an event
 
 
-def heartbeat_pair(tag, primary_extra=()):
-    """A pair started the documented way, each QEMU with a
-    colo-heartbeat object (the secondary listens at 127.0.0.2)."""
-    pair = e2e.Pair(tag)
-    pair.p.args += list(primary_extra)
-    pair.s.args += [
-        "-chardev", "socket,id=hbc,host=127.0.0.2,port=%d,server=on,"
-                    "wait=off" % HB_PORT,
-        "-object", "colo-heartbeat,id=hb0,chardev=hbc," + HB_ARGS]
-    pair.p.args += [
-        "-chardev", "socket,id=hbc,host=127.0.0.2,port=%d,"
-                    "reconnect-ms=100" % HB_PORT,
-        "-object", "colo-heartbeat,id=hb0,chardev=hbc," + HB_ARGS]
-    return pair
+def heartbeat_pair(tag, extra_args=()):
+    """A pair run with qemu-colo's library (colo-e2e.py's Pair), its
+    description with a [heartbeat] of HB_SETTINGS: each QEMU gets a
+    colo-heartbeat object, the first node (alpha, the primary) listens.
+    @extra_args: more QEMU options on both sides."""
+    return e2e.Pair(tag, heartbeat=HB_SETTINGS, extra_args=extra_args)
 
 
 def wait_event(vm, name, timeout):
@@ -277,9 +271,9 @@ def scenario_silent_link():
             raise RuntimeError("skipped: the silence went wrong")
         n0 = client.count()
         ev0 = len(pair.p.events)
-        e2e.log("the manager chooses the secondary: documented secondary "
-                "failover")
-        e2e.secondary_failover(pair.s)
+        e2e.log("the manager chooses the secondary: qemu-colo failover "
+                "--force (the primary runs, cut off)")
+        e2e.secondary_failover(pair.s, force=True)
         served = client.wait_replies(n0 + 5, 60)
         diag.append("replies from the secondary: %d, errors %s"
                     % (client.count() - n0, client.errors[:3]))

@@ -34,10 +34,8 @@ import importlib.util
 import os
 import re
 import shlex
-import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
