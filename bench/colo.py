@@ -2,25 +2,28 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Benchmark: what COLO costs a client, and how long a failover interrupts it.
 
-Reuses the machinery of tests/colo/colo-e2e.py (network namespaces, bridge,
-taps, the documented primary/secondary pair, the test guest, cleanup) and
-measures, in one run:
+Built on qemu-colo's library (python/qemu/colo: the pair description,
+start, protect, failover, stop) through bench/colopair.py: pairs of the
+test guest (tests/colo/guest) in network namespaces of their own, TCG,
+128 MiB, the heartbeat off (so that nothing but the failover below takes
+over).  Measures, in one run:
 
   1. request latency: PING round trips on one persistent TCP connection
      (a request every 10 ms), through a COLO pair and through the same guest
-     without COLO (one VM on the same bridge/tap, no filters); p50/p99 and
-     the COLO/plain ratio;
-  2. checkpoints: primary STOP->RESUME pairs (as colo-e2e counts them) per
-     second and their pause p50/p99, over --window seconds each at an idle
-     guest (one PING every 2 s) and under load (--load): "write" = WRITE k
+     without COLO (one QEMU of the description's guest settings on the
+     primary's tap, no filters); p50/p99 and the COLO/plain ratio;
+  2. checkpoints: the primary's STOP->RESUME event pairs per second and
+     their pause p50/p99, over --window seconds each at an idle guest
+     (one PING every 2 s) and under load (--load): "write" = WRITE k
      back to back (guest dirties page cache and disk; replies identical, no
      compare mismatch), "dirty" = DIRTY 8 back to back (the guest rewrites
      8 MiB of its RAM per request), "time" = TIME back to back (each reply
      differs between the guests: one mismatch-forced checkpoint per
      request; its round trip is the on-demand checkpoint's latency);
   3. secondary failover: the primary is killed (kill -9) while the client
-     pings every 10 ms; interruption = first reply after the kill minus the
-     last reply before it, minus the time the failover QMP commands took;
+     pings every 10 ms, then qemu-colo's failover (ops.failover) runs on
+     the secondary; interruption = first reply after the kill minus the
+     last reply before it, minus the time the failover command took;
      p50/p99 over --failovers fresh pairs;
   4. machine types and vCPU counts: one fresh pair per --machines entry
      (default pc and q35, 1 and 2 vCPUs), checkpoint pause p50/p99 over a
@@ -34,28 +37,26 @@ Needs root.  The guest's background disk writer is off (colo_bg=off) unless
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TOP = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-import benchlib  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402  (puts build/qemu/python on sys.path)
+from colopair import (NS, NS_CLIENT, QEMU, QEMU_IMG, Client,  # noqa: E402
+                      EventLog, cleanup_network, context, create_disk,
+                      enter_netns, kill_strays, note, pauses, reap,
+                      setup_network, start_pair, wait_for, write_pair)
+from qemu.colo import ops  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location(
-    "colo_e2e", os.path.join(TOP, "tests", "colo", "colo-e2e.py"))
-E = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(E)
-
-T0 = time.monotonic()
-
+CHECKPOINT_DELAY_MS = 1000
 # The loaded checkpoint windows (--load), each a Prober mode.
 LOADS = ("write", "dirty", "time")
 LOAD_LABELS = {"idle": "idle (PING every 2 s)",
@@ -63,26 +64,23 @@ LOAD_LABELS = {"idle": "idle (PING every 2 s)",
                "write": "WRITE k back to back",
                "dirty": "DIRTY 8 MiB back to back",
                "time": "TIME back to back (mismatch)"}
-
-
-def note(msg):
-    print("[%6.1fs] %s" % (time.monotonic() - T0, msg), file=sys.stderr,
-          flush=True)
+READY = "COLO-GUEST-READY"
 
 
 # ---------------------------------------------------------------- client
 
-class Prober(E.Client):
-    """colo-e2e's Client (connection in the client namespace, reply
-    bookkeeping, wait_replies/last_reply/finish), with a request loop that
-    times every round trip and whose request mix can be switched on the fly:
+class Prober(Client):
+    """colopair's Client (one connection from the client namespace, every
+    round trip timed) whose request mix can be switched on the fly:
 
       ping   PING, then 10 ms pause
       idle   PING every 2 s
       write  WRITE k back to back
       dirty  DIRTY 8 back to back
       time   TIME back to back
-    """
+
+    It also checks that the replies' request numbers follow each other
+    (none lost, none twice)."""
 
     GAPS = {"ping": 0.01, "idle": 2.0, "write": 0.0, "dirty": 0.0,
             "time": 0.0}
@@ -90,63 +88,58 @@ class Prober(E.Client):
     def __init__(self, mode="ping"):
         super().__init__()
         self.mode = mode
-        self.rtts = []          # (send time, round trip ms, mode)
+        self.changed = threading.Event()    # set_mode() ends a pause
+        self.next_rec = 1
+        self.expect = 1         # the next reply's request number
 
     def set_mode(self, mode):
         self.mode = mode
+        self.changed.set()
 
-    def run(self):
-        if not self.open():
-            return
-        i = 0
-        while not self.stop.is_set():
-            mode = self.mode
-            i += 1
-            k = None
-            if mode == "write":
-                k = (self.next_rec - 1) % 65535 + 1
-                self.next_rec += 1
-                req, want = "WRITE %d" % k, ["WROTE", None, str(k)]
-            elif mode == "dirty":
-                req, want = "DIRTY 8", ["DIRTIED", None, "8"]
-            elif mode == "time":
-                req, want = "TIME", ["TIME", None, None]
-            else:
-                req, want = "PING %d" % i, ["PONG", None, str(i)]
-            t_send = time.monotonic()
-            line = self.request(req)
-            if line is None:
-                return
-            t_reply = time.monotonic()
-            words = line.split()
-            ok = (len(words) == 3 and words[0] == want[0] and
-                  words[1].isdigit() and
-                  (words[2] == want[2] if want[2] else words[2].isdigit()))
-            if ok:
-                n = int(words[1])
-                if n != self.expect:
-                    self.errors.append("reply %r: expected request number %d"
-                                       % (line, self.expect))
-                self.expect = n + 1
-            else:
-                self.errors.append("request %r got %r" % (req, line))
-            with self.lock:
-                self.replies.append((t_reply, line))
-                self.rtts.append((t_send, (t_reply - t_send) * 1000, mode))
-                if ok and k is not None:
-                    self.acked.append(k)
-            gap = self.GAPS[mode]
-            end = time.monotonic() + gap
-            # sleep, but wake up at once if the mode or stop changes
-            while gap and not self.stop.is_set() and self.mode == mode:
-                left = end - time.monotonic()
-                if left <= 0:
-                    break
-                time.sleep(min(left, 0.05) if gap > 0.05 else left)
+    def request(self, i):
+        self.changed.clear()
+        mode = self.mode
+        if mode == "write":
+            # the guest keeps record k in sector k, 1 <= k < 65536
+            k = (self.next_rec - 1) % 65535 + 1
+            self.next_rec += 1
+            req, want = "WRITE %d" % k, ("WROTE", str(k))
+        elif mode == "dirty":
+            req, want = "DIRTY 8", ("DIRTIED", "8")
+        elif mode == "time":
+            req, want = "TIME", ("TIME", None)
+        else:
+            req, want = "PING %d" % i, ("PONG", str(i))
+        return req, mode, want, self.GAPS[mode]
 
-    def rtts_between(self, t0, t1, mode):
-        with self.lock:
-            return [r for (t, r, m) in self.rtts if t0 <= t < t1 and m == mode]
+    def check(self, line, want):
+        wrong = super().check(line, want)
+        if wrong:
+            return wrong
+        n = int(line.split()[1])
+        if n != self.expect:
+            return "got %r: expected request number %d" % (line, self.expect)
+        self.expect = n + 1
+        return None
+
+    def pause(self, seconds):
+        self.changed.wait(seconds)
+
+    def finish(self):
+        self.stop.set()
+        self.changed.set()
+        super().finish()
+
+
+def start_client(mode):
+    """A Prober in @mode, connected; RuntimeError when it cannot."""
+    c = Prober(mode)
+    c.start()
+    wait_for("client connection", lambda: c.connected.is_set() or
+             not c.is_alive(), 100, 0.2)
+    if c.errors:
+        raise RuntimeError("client: %s" % c.errors[:3])
+    return c
 
 
 # ---------------------------------------------------------------- helpers
@@ -159,170 +152,52 @@ def fmt(s, key):
     return "%.1f" % s[key] if s else "-"
 
 
-def start_client(mode):
-    c = Prober(mode)
-    c.start()
-    c.connected.wait(70)
-    if c.errors:
-        raise RuntimeError("client: %s" % c.errors[:3])
-    return c
+def wait_console(path, marker, timeout, alive):
+    """Wait until @marker is in the console file @path; RuntimeError when
+    @alive() turns false or @timeout seconds pass first."""
+    def seen():
+        try:
+            with open(path, errors="replace") as f:
+                if marker in f.read():
+                    return True
+        except OSError:
+            pass
+        if not alive():
+            raise RuntimeError("QEMU died before %s on %s" % (marker, path))
+        return False
+    wait_for("%s on %s" % (marker, path), seen, timeout, 0.2)
 
 
-def measure_window(pair, client, mode, seconds):
-    """Run the client in `mode` for `seconds`; returns the round trips and,
-    for a pair, the checkpoints in the window."""
+def pair_alive(ctx):
+    return all(ops.read_pid(n) for n in ctx.pair.nodes.values())
+
+
+def measure_window(client, mode, seconds, ctx=None):
+    """Run the client in @mode for @seconds; the round trips and, for a
+    pair (@ctx), the checkpoints of its primary (alpha) in the window.
+    The EventLog holds alpha's monitor meanwhile: no ops.* call here."""
     client.set_mode(mode)
     time.sleep(0.3)             # let a request of the previous mode finish
-    n0 = pair.poll() if pair else 0
-    t0 = time.monotonic()
-    end = t0 + seconds
-    while time.monotonic() < end and not client.errors:
-        time.sleep(0.5)
-        if pair:
-            pair.poll()
-            if not pair.p.alive() or not pair.s.alive():
+    evlog = EventLog(ctx.pair.node("alpha")) if ctx else None
+    try:
+        t0 = time.monotonic()
+        end = t0 + seconds
+        while time.monotonic() < end and not client.errors:
+            time.sleep(0.5)
+            if ctx and not pair_alive(ctx):
                 raise RuntimeError("a COLO VM died during the window")
-    t1 = time.monotonic()
+        t1 = time.monotonic()
+    finally:
+        if evlog:
+            evlog.close()
     if client.errors:
         raise RuntimeError("client: %s" % client.errors[:3])
     out = {"seconds": round(t1 - t0, 2),
            "rtt_ms": client.rtts_between(t0, t1, mode)}
-    if pair:
-        n1 = pair.poll()
-        out["checkpoints"] = n1 - n0
-        out["pause_ms"] = pair.pauses()[n0:n1]
+    if evlog:
+        out["pause_ms"] = pauses(evlog.events)
+        out["checkpoints"] = len(out["pause_ms"])
     return out
-
-
-def start_pair(tag):
-    pair = E.Pair(tag)
-    pair.start_serving(ready_timeout=120)
-    return pair
-
-
-def secondary_failover(pair, client):
-    """Kill the primary; run docs/COLO-FT.txt's secondary failover; time the
-    client's interruption.  The client is pinging every 10 ms."""
-    # the secondary must hold the connection: a couple of checkpoints first
-    c0 = pair.poll()
-    deadline = time.monotonic() + 30
-    while pair.poll() < c0 + 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    n = client.count()
-    if not client.wait_replies(n + 5, 20):
-        raise RuntimeError("no client traffic before the kill: %s"
-                           % client.errors[:3])
-    pair.p.kill()                    # SIGKILL, returns once reaped
-    t_kill = time.monotonic()
-    s = pair.s
-    t_cmd = time.monotonic()
-    E.secondary_failover(s)
-    t_done = time.monotonic()
-    n_kill = len([r for r in client.replies if r[0] <= t_kill])
-    if not client.wait_replies(n_kill + 3, 40):
-        raise RuntimeError("client not served after failover: %s"
-                           % client.errors[:3])
-    with client.lock:
-        before = [r[0] for r in client.replies if r[0] <= t_kill]
-        after = [r[0] for r in client.replies if r[0] > t_kill]
-    cmd_ms = (t_done - t_cmd) * 1000
-    gap_ms = (after[0] - before[-1]) * 1000
-    return {"gap_ms": gap_ms, "commands_ms": cmd_ms,
-            "interruption_ms": gap_ms - cmd_ms,
-            "kill_to_first_reply_ms": (after[0] - t_kill) * 1000}
-
-
-def end_pair(pair, client):
-    if client:
-        client.finish()
-    for vm in (pair.p, pair.s):
-        if vm.proc is not None and vm.alive():
-            vm.kill()
-    shutil.rmtree(pair.dir, ignore_errors=True)
-
-
-# ---------------------------------------------------------------- main
-
-def run_bench(opts, res):
-    loads = [x for x in opts.load.split(",") if x]
-    for x in loads:
-        if x not in LOADS:
-            raise SystemExit("--load: a comma-separated list of %s"
-                             % ", ".join(LOADS))
-
-    # 1a. the plain guest
-    note("plain VM (no COLO): booting")
-    vm = E.plain_vm("plain")
-    vm.launch()
-    vm.connect()
-    vm.wait_console("COLO-GUEST-READY", 120)
-    client = start_client("ping")
-    w = measure_window(None, client, "ping", opts.window)
-    res["latency"]["plain"] = summ(w["rtt_ms"])
-    note("plain VM: %d round trips" % len(w["rtt_ms"]))
-    client.finish()
-    vm.kill()
-
-    # 1b, 2, 3 (first failover): one COLO pair
-    for i in range(max(1, opts.failovers)):
-        tag = "pair%d" % (i + 1)
-        note("%s: starting COLO" % tag)
-        pair = start_pair(tag)
-        client = None
-        try:
-            client = start_client("ping")
-            if i == 0:
-                note("%s: latency window" % tag)
-                w = measure_window(pair, client, "ping", opts.window)
-                res["latency"]["colo"] = summ(w["rtt_ms"])
-                res["checkpoints"]["ping"] = cp_row(w)
-                note("%s: idle window" % tag)
-                res["checkpoints"]["idle"] = cp_row(
-                    measure_window(pair, client, "idle", opts.window))
-                for load in loads:
-                    note("%s: %s load window" % (tag, load))
-                    res["checkpoints"][load] = cp_row(
-                        measure_window(pair, client, load, opts.window))
-                client.set_mode("ping")
-            if opts.failovers == 0:
-                break
-            try:
-                f = secondary_failover(pair, client)
-                res["failover"]["runs"].append(f)
-                note("%s: failover interruption %.0f ms (gap %.0f ms, "
-                     "commands %.0f ms)" % (tag, f["interruption_ms"],
-                                           f["gap_ms"], f["commands_ms"]))
-            except Exception as e:
-                res["failover"]["failed"].append("%s: %s" % (tag, e))
-                note("%s: failover FAILED: %s" % (tag, e))
-        finally:
-            end_pair(pair, client)
-
-    machine_rows(opts, res)
-
-
-def machine_rows(opts, res):
-    """Part 4: checkpoint pauses per machine type and vCPU count."""
-    saved = (E.MACHINE, E.SMP)
-    try:
-        for entry in [x for x in opts.machines.split(",") if x]:
-            machine, smp = entry.split(":")
-            E.MACHINE, E.SMP = machine, int(smp)
-            tag = "m-%s-%s" % (machine, smp)
-            note("%s: starting COLO (%s, %s vCPU)" % (tag, machine, smp))
-            pair = start_pair(tag)
-            client = None
-            try:
-                client = start_client("ping")
-                res["machines"][entry] = cp_row(
-                    measure_window(pair, client, "ping", opts.window))
-            except Exception as e:
-                res["machines"][entry] = {"error": str(e)}
-                note("%s: FAILED: %s" % (tag, e))
-            finally:
-                end_pair(pair, client)
-    finally:
-        E.MACHINE, E.SMP = saved
 
 
 def cp_row(w):
@@ -331,6 +206,210 @@ def cp_row(w):
             "pause_ms": summ(w["pause_ms"]),
             "requests": len(w["rtt_ms"]), "rtt_ms": summ(w["rtt_ms"])}
 
+
+# ---------------------------------------------------------------- VMs
+
+def new_pair(opts, guest, work, tag, machine="pc", vcpus=1):
+    """The ops.Ctx of a fresh pair description (and disks) in work/@tag;
+    no heartbeat: the failover is qemu-colo's command alone."""
+    append = "no_timer_check" + ("" if opts.bg else " colo_bg=off")
+    # (no_timer_check: a TCG guest on a busy host can fail the kernel's
+    # IO-APIC timer check at boot and panic)
+    return context(write_pair(os.path.join(work, tag), guest, machine,
+                              vcpus, opts.checkpoint_delay,
+                              heartbeat=False, append=append))
+
+
+def start_colo(ctx):
+    """Start and protect the pair; wait for its guest's services."""
+    start_pair(ctx)
+    wait_console(ctx.pair.node("alpha").console, READY, 120,
+                 lambda: pair_alive(ctx))
+
+
+def end_colo(ctx, client):
+    if client:
+        client.finish()
+    try:
+        ops.stop(ctx, list(ctx.pair.nodes.values()))
+    except Exception as e:
+        note("stop: %s" % e)
+    d = os.path.dirname(ctx.pair.path)
+    kill_strays(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def plain_command(pair, d):
+    """The guest of @pair without COLO: one QEMU on alpha's tap with a
+    fresh disk in @d, no filters, no replication, running at once."""
+    g = pair.guest
+    disk = os.path.join(d, "plain.qcow2")
+    create_disk(disk)
+    nic_opts = "," + g.nic_options if g.nic_options else ""
+    cmd = [QEMU, "-name", "guest=%s-plain" % g.name, "-nodefaults",
+           "-no-user-config", "-display", "none", "-accel", g.accel,
+           "-m", g.memory, "-smp", str(g.vcpus), "-machine", g.machine,
+           "-cpu", g.cpu, "-pidfile", os.path.join(d, "plain.pid"),
+           "-serial", "file:" + os.path.join(d, "plain.console"),
+           "-kernel", g.kernel, "-initrd", g.initrd, "-append", g.append]
+    cmd += [str(x) for x in g.extra_args]
+    cmd += ["-netdev", "tap,id=hn0,ifname=%s,script=no,downscript=no,"
+            "vhost=off" % pair.node("alpha").tap,
+            "-device", "%s,id=e0,netdev=hn0,mac=%s%s" % (g.nic_model, g.mac,
+                                                        nic_opts),
+            "-drive", "if=%s,id=colo-disk0,driver=%s,file=%s"
+            % (g.disk_interface, g.disk_format, disk)]
+    return cmd
+
+
+# ---------------------------------------------------------------- parts
+
+def part_plain(opts, guest, work, res):
+    """Part 1a: the round trips of the guest without COLO."""
+    # a pair's description, for the guest settings the pairs will run
+    ctx = new_pair(opts, guest, work, "plain")
+    d = os.path.dirname(ctx.pair.path)
+    note("plain VM (no COLO): booting")
+    with open(os.path.join(d, "plain.log"), "w") as log:
+        vm = subprocess.Popen(plain_command(ctx.pair, d),
+                              stdin=subprocess.DEVNULL, stdout=log,
+                              stderr=subprocess.STDOUT)
+    client = None
+    try:
+        wait_console(os.path.join(d, "plain.console"), READY, 120,
+                     lambda: vm.poll() is None)
+        client = start_client("ping")
+        w = measure_window(client, "ping", opts.window)
+        res["latency"]["plain"] = summ(w["rtt_ms"])
+        note("plain VM: %d round trips" % len(w["rtt_ms"]))
+    finally:
+        if client:
+            client.finish()
+        vm.kill()
+        vm.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def part_checkpoints(opts, ctx, client, tag, loads, res):
+    """Parts 1b and 2, on a protected pair."""
+    note("%s: latency window" % tag)
+    w = measure_window(client, "ping", opts.window, ctx)
+    res["latency"]["colo"] = summ(w["rtt_ms"])
+    res["checkpoints"]["ping"] = cp_row(w)
+    note("%s: idle window" % tag)
+    res["checkpoints"]["idle"] = cp_row(
+        measure_window(client, "idle", opts.window, ctx))
+    for load in loads:
+        note("%s: %s load window" % (tag, load))
+        res["checkpoints"][load] = cp_row(
+            measure_window(client, load, opts.window, ctx))
+    client.set_mode("ping")
+
+
+def secondary_failover(ctx, client):
+    """Part 3: kill the primary (alpha), run qemu-colo's failover on the
+    secondary (beta); time the client's interruption.  The client is
+    pinging every 10 ms."""
+    alpha, beta = ctx.pair.node("alpha"), ctx.pair.node("beta")
+    # the secondary must hold the connection: a couple of checkpoints
+    # first (and the EventLog gone before ops.failover needs a monitor)
+    evlog = EventLog(alpha)
+    try:
+        wait_for("two checkpoints", lambda: len(evlog.find("RESUME")) >= 2,
+                 30, 0.2)
+    finally:
+        evlog.close()
+    if not client.wait_count(client.count() + 5, 20):
+        raise RuntimeError("no client traffic before the kill: %s"
+                           % client.errors[:3])
+    pid = ops.read_pid(alpha)
+    if not pid:
+        raise RuntimeError("the primary died before the kill")
+    os.kill(pid, signal.SIGKILL)
+    reap(pid)
+    t_kill = time.monotonic()
+    n_kill = client.count()
+    ops.failover(ctx, beta)
+    t_done = time.monotonic()
+    if not client.wait_count(n_kill + 3, 40):
+        raise RuntimeError("client not served after failover: %s"
+                           % client.errors[:3])
+    last, first = client.gap_around(t_kill)
+    cmd_ms = (t_done - t_kill) * 1000
+    gap_ms = (first - last) * 1000
+    return {"gap_ms": gap_ms, "commands_ms": cmd_ms,
+            "interruption_ms": gap_ms - cmd_ms,
+            "kill_to_first_reply_ms": (first - t_kill) * 1000}
+
+
+def part_failovers(opts, guest, work, loads, res):
+    """Parts 1b, 2 (on the first pair) and 3 (on every pair)."""
+    for i in range(max(1, opts.failovers)):
+        tag = "pair%d" % (i + 1)
+        note("%s: starting COLO" % tag)
+        ctx = new_pair(opts, guest, work, tag)
+        client = None
+        try:
+            start_colo(ctx)
+            client = start_client("ping")
+            if i == 0:
+                part_checkpoints(opts, ctx, client, tag, loads, res)
+            if opts.failovers == 0:
+                break
+            try:
+                f = secondary_failover(ctx, client)
+                res["failover"]["runs"].append(f)
+                note("%s: failover interruption %.0f ms (gap %.0f ms, "
+                     "command %.0f ms)" % (tag, f["interruption_ms"],
+                                          f["gap_ms"], f["commands_ms"]))
+            except Exception as e:
+                res["failover"]["failed"].append("%s: %s" % (tag, e))
+                note("%s: failover FAILED: %s" % (tag, e))
+        finally:
+            end_colo(ctx, client)
+
+
+def part_machines(opts, guest, work, res):
+    """Part 4: checkpoint pauses per machine type and vCPU count."""
+    for entry in [x for x in opts.machines.split(",") if x]:
+        machine, smp = entry.split(":")
+        tag = "m-%s-%s" % (machine, smp)
+        note("%s: starting COLO (%s, %s vCPU)" % (tag, machine, smp))
+        ctx = new_pair(opts, guest, work, tag, machine, int(smp))
+        client = None
+        try:
+            start_colo(ctx)
+            client = start_client("ping")
+            res["machines"][entry] = cp_row(
+                measure_window(client, "ping", opts.window, ctx))
+        except Exception as e:
+            res["machines"][entry] = {"error": str(e)}
+            note("%s: FAILED: %s" % (tag, e))
+        finally:
+            end_colo(ctx, client)
+
+
+def check_options(opts):
+    """The loaded windows (--load); exits on a bad --load or --machines."""
+    loads = [x for x in opts.load.split(",") if x]
+    for x in loads:
+        if x not in LOADS:
+            sys.exit("--load: a comma-separated list of %s"
+                     % ", ".join(LOADS))
+    for entry in [x for x in opts.machines.split(",") if x]:
+        m = entry.split(":")
+        if len(m) != 2 or not m[1].isdigit() or not int(m[1]):
+            sys.exit("--machines: MACHINE:VCPUS entries, not %r" % entry)
+    return loads
+
+
+def run_bench(opts, loads, guest, work, res):
+    part_plain(opts, guest, work, res)
+    part_failovers(opts, guest, work, loads, res)
+    part_machines(opts, guest, work, res)
+
+
+# ---------------------------------------------------------------- output
 
 def print_table(opts, res):
     print("COLO (TCG guest, x-checkpoint-delay %d ms, %s s windows)"
@@ -377,12 +456,12 @@ def print_table(opts, res):
             fmt(r.get("rtt_ms"), "p50")))
 
     fo = res["failover"]
-    print("\nSecondary failover (primary kill -9), client pinging every "
-          "10 ms; ms")
+    print("\nSecondary failover (primary kill -9, then qemu-colo failover "
+          "on the secondary), client pinging every 10 ms; ms")
     print("%-40s %8s %8s %8s" % ("", "p50", "p99", "max"))
-    for key, label in (("interruption_ms", "interruption (gap - commands)"),
+    for key, label in (("interruption_ms", "interruption (gap - command)"),
                        ("gap_ms", "last reply -> first reply"),
-                       ("commands_ms", "failover QMP commands"),
+                       ("commands_ms", "failover command (ops.failover)"),
                        ("kill_to_first_reply_ms", "kill -> first reply")):
         s = fo.get(key)
         print("%-40s %8s %8s %8s" % (label, fmt(s, "p50"), fmt(s, "p99"),
@@ -390,6 +469,25 @@ def print_table(opts, res):
     print("failovers: %d ok, %d failed%s" % (
         len(fo["runs"]), len(fo["failed"]),
         ("  (" + "; ".join(fo["failed"][:3]) + ")") if fo["failed"] else ""))
+
+
+def summarize(res, err):
+    lat = res["latency"]
+    if lat.get("plain") and lat.get("colo"):
+        lat["ratio_p50"] = lat["colo"]["p50"] / lat["plain"]["p50"]
+        lat["ratio_p99"] = lat["colo"]["p99"] / lat["plain"]["p99"]
+    fo = res["failover"]
+    for key in ("interruption_ms", "gap_ms", "commands_ms",
+                "kill_to_first_reply_ms"):
+        fo[key] = summ([r[key] for r in fo["runs"]])
+    if err:
+        res["error"] = err
+
+
+# ---------------------------------------------------------------- main
+
+def on_signal(signum, frame):
+    raise KeyboardInterrupt("signal %d" % signum)
 
 
 def main():
@@ -403,9 +501,9 @@ def main():
                     help="loaded checkpoint windows, comma-separated "
                          "(default %s)" % ",".join(LOADS))
     ap.add_argument("--checkpoint-delay", type=int,
-                    default=E.CHECKPOINT_DELAY_MS,
-                    help="x-checkpoint-delay in ms (default %d, colo-e2e's)"
-                         % E.CHECKPOINT_DELAY_MS)
+                    default=CHECKPOINT_DELAY_MS,
+                    help="x-checkpoint-delay in ms (default %d)"
+                         % CHECKPOINT_DELAY_MS)
     ap.add_argument("--bg", action="store_true",
                     help="keep the guest's background disk writer on")
     ap.add_argument("--machines", default="pc:1,pc:2,q35:1,q35:2",
@@ -416,35 +514,31 @@ def main():
     opts, unknown = ap.parse_known_args()
     if unknown:
         note("ignoring arguments not for this benchmark: %s" % unknown)
+    loads = check_options(opts)
     if os.geteuid() != 0:
         sys.exit("bench/colo.py: needs root (network namespaces, taps)")
-    for exe in (E.QEMU, E.QEMU_IMG):
+    for exe in (QEMU, QEMU_IMG):
         if not os.access(exe, os.X_OK):
             sys.exit("bench/colo.py: %s is not built" % exe)
 
-    E.CHECKPOINT_DELAY_MS = opts.checkpoint_delay
-    E.MACHINE, E.SMP = "pc", 1           # parts 1 to 3
     # Ctrl-C even when started from a shell that ignores SIGINT (cmd &)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, E.on_signal)
-    signal.signal(signal.SIGHUP, E.on_signal)
-    E.init()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
     res = {"config": {"window_s": opts.window, "failovers": opts.failovers,
                       "load": opts.load, "bg_writer": opts.bg,
                       "checkpoint_delay_ms": opts.checkpoint_delay,
-                      "machines": opts.machines, "qemu": E.QEMU},
+                      "machines": opts.machines, "qemu": QEMU},
            "latency": {}, "checkpoints": {}, "machines": {},
            "failover": {"runs": [], "failed": []}}
     err = None
+    work = tempfile.mkdtemp(prefix="colo-bench-")
     try:
-        g = benchlib.guest()
-        if not opts.bg:
-            g = dict(g, append=g["append"] + " colo_bg=off")
-        E.GUEST = g
-        E._workdir = tempfile.mkdtemp(prefix="colo-bench-")
-        E.setup_network()
-        note("namespaces %s / %s ready" % (E.NS_HOST, E.NS_CLIENT))
-        run_bench(opts, res)
+        guest = benchlib.guest()
+        setup_network()
+        enter_netns(NS)         # the QEMUs are born here (taps, COLO link)
+        note("namespaces %s / %s ready" % (NS, NS_CLIENT))
+        run_bench(opts, loads, guest, work, res)
     except BaseException as e:
         err = "%s: %s" % (type(e).__name__, e)
         note("aborted: " + err)
@@ -452,27 +546,20 @@ def main():
             for line in traceback.format_exc().splitlines()[-6:]:
                 note(line)
     finally:
-        E.cleanup()
+        kill_strays(work)       # any QEMU of ours still running
+        cleanup_network()
+        shutil.rmtree(work, ignore_errors=True)
         note("cleaned up (VMs killed, namespaces %s %s deleted)"
-             % (E.NS_HOST, E.NS_CLIENT))
+             % (NS, NS_CLIENT))
 
-    lat = res["latency"]
-    if lat.get("plain") and lat.get("colo"):
-        lat["ratio_p50"] = lat["colo"]["p50"] / lat["plain"]["p50"]
-        lat["ratio_p99"] = lat["colo"]["p99"] / lat["plain"]["p99"]
-    fo = res["failover"]
-    for key in ("interruption_ms", "gap_ms", "commands_ms",
-                "kill_to_first_reply_ms"):
-        fo[key] = summ([r[key] for r in fo["runs"]])
-    if err:
-        res["error"] = err
+    summarize(res, err)
     print_table(opts, res)
     if err:
         print("INCOMPLETE: " + err)
     if opts.json:
         with open(opts.json, "w") as f:
             json.dump(res, f, indent=2)
-    return 1 if err or fo["failed"] else 0
+    return 1 if err or res["failover"]["failed"] else 0
 
 
 if __name__ == "__main__":

@@ -4,10 +4,11 @@
 heartbeat and without it, and what the heartbeat costs.
 
 Built on qemu-colo's library (python/qemu/colo: the pair description,
-start, protect, failover, stop), one pair of the test guest
-(tests/colo/guest) in network namespaces of its own, TCG, 128 MiB, pc,
-one vCPU.  A client in a third namespace holds ONE TCP connection to the
-guest for the whole run and sends "PING i" every 10 ms.
+start, protect, failover, stop) through bench/colopair.py, one pair of
+the test guest (tests/colo/guest) in network namespaces of its own, TCG,
+128 MiB, pc, one vCPU.  A client in a third namespace holds ONE TCP
+connection to the guest for the whole run and sends "PING i" every
+10 ms.
 
 Part 1, the heartbeat's own cost: the same pair description with
 [heartbeat] enabled = false and with the default heartbeat (interval
@@ -51,282 +52,32 @@ failover-safe state.
 """
 
 import argparse
-import ctypes
 import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TOP = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402  (puts build/qemu/python on sys.path)
+from colopair import (NS, Client, EventLog, cleanup_network,  # noqa: E402
+                      context, enter_netns, event_time, kill_strays, note,
+                      pauses, reap, role_of, setup_network, start_pair,
+                      stats, wait_for, write_pair)
 from qemu.colo import ops, pair as pairmod  # noqa: E402
 from qemu.colo.monitor import Monitor, MonitorError  # noqa: E402
 
-BUILD = os.path.join(TOP, "build", "qemu", "build")
-TAG = str(os.getpid())
-NS = "cfb-h-" + TAG
-NS_CLIENT = "cfb-c-" + TAG
-GUEST_IP = "192.168.79.10"
-CLIENT_IP = "192.168.79.2"
-MAC = "52:54:00:79:01:10"
 KINDS = ("auto", "freeze", "agent", "secondary")
-T0 = time.monotonic()
-
-libc = ctypes.CDLL(None, use_errno=True)
-_netns = []
-
-
-def note(msg):
-    print("[%6.1fs] %s" % (time.monotonic() - T0, msg), file=sys.stderr,
-          flush=True)
-
-
-def sh(cmd, ns=None):
-    if ns:
-        cmd = ["ip", "netns", "exec", ns] + cmd
-    subprocess.run(cmd, check=True, stdout=subprocess.PIPE,
-                   stderr=subprocess.STDOUT)
-
-
-def enter_netns(ns):
-    """Move the calling thread into network namespace @ns (processes it
-    starts afterwards are born there)."""
-    fd = os.open("/run/netns/" + ns, os.O_RDONLY)
-    try:
-        if libc.setns(fd, 0x40000000) != 0:
-            raise OSError(ctypes.get_errno(), "setns " + ns)
-    finally:
-        os.close(fd)
-
-
-def setup_network(client_rto_min=None):
-    """Namespace NS: a bridge with the two nodes' taps and the COLO link
-    on its loopback (127.0.0.1, 127.0.0.2); NS_CLIENT: the client, on the
-    bridge through a veth pair (its route to the guest with the minimum
-    retransmission timeout @client_rto_min ms, when given)."""
-    for ns in (NS, NS_CLIENT):
-        sh(["ip", "netns", "add", ns])
-        _netns.append(ns)
-        sh(["ip", "link", "set", "lo", "up"], ns)
-    br = "cfbbr" + TAG
-    sh(["ip", "link", "add", br, "type", "bridge"], NS)
-    sh(["ip", "link", "set", br, "type", "bridge", "stp_state", "0",
-        "forward_delay", "0"], NS)
-    sh(["ip", "link", "set", br, "up"], NS)
-    for t in ("cfba" + TAG, "cfbb" + TAG):
-        sh(["ip", "tuntap", "add", "dev", t, "mode", "tap"], NS)
-        sh(["ip", "link", "set", t, "master", br], NS)
-        sh(["ip", "link", "set", t, "up"], NS)
-    vb, vc = "cfbv" + TAG, "cfbw" + TAG
-    sh(["ip", "link", "add", vb, "type", "veth", "peer", "name", vc], NS)
-    sh(["ip", "link", "set", vc, "netns", NS_CLIENT], NS)
-    sh(["ip", "link", "set", vb, "master", br], NS)
-    sh(["ip", "link", "set", vb, "up"], NS)
-    sh(["ip", "addr", "add", CLIENT_IP + "/24", "dev", vc], NS_CLIENT)
-    sh(["ip", "link", "set", vc, "up"], NS_CLIENT)
-    if client_rto_min:
-        sh(["ip", "route", "replace", GUEST_IP, "dev", vc, "rto_min",
-            "%dms" % client_rto_min], NS_CLIENT)
-
-
-def cleanup_network():
-    for ns in reversed(_netns):
-        subprocess.run(["ip", "netns", "delete", ns],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    del _netns[:]
-
-
-def write_pair(d, guest, heartbeat, delay_ms):
-    """A PAIR.toml for the two nodes in @d; @heartbeat: True/False."""
-    os.makedirs(d, exist_ok=True)
-    q = json.dumps
-    text = ['[guest]', 'name = "cfb"', 'memory = "128M"', 'vcpus = 1',
-            'machine = "pc"', 'accel = "tcg"', 'cpu = "qemu64"',
-            'disk_size = "64M"', 'nic_model = "virtio-net-pci"',
-            'nic_options = "romfile="', 'mac = %s' % q(MAC),
-            'kernel = %s' % q(guest["kernel"]),
-            'initrd = %s' % q(guest["initrd"]),
-            'append = %s' % q(guest["append"] + " colo_ip=%s/24 colo_bg=off"
-                              % GUEST_IP),
-            'extra_args = ["-action", "memory-failure=freeze"]',
-            '', '[colo]', 'checkpoint_delay_ms = %d' % delay_ms,
-            'qemu = %s' % q(os.path.join(BUILD, "qemu-system-x86_64")),
-            'qemu_img = %s' % q(os.path.join(BUILD, "qemu-img")),
-            '', '[heartbeat]', 'enabled = %s' % str(heartbeat).lower()]
-    for name, addr, tapdev in (("alpha", "127.0.0.1", "cfba" + TAG),
-                               ("beta", "127.0.0.2", "cfbb" + TAG)):
-        text += ['', '[nodes.%s]' % name, 'address = "%s"' % addr,
-                 'monitor = %s' % q(os.path.join(d, name + ".qmp")),
-                 'tap = "%s"' % tapdev,
-                 'disk = %s' % q(os.path.join(d, name + ".qcow2"))]
-    path = os.path.join(d, "pair.toml")
-    with open(path, "w") as f:
-        f.write("\n".join(text) + "\n")
-    for name in ("alpha", "beta"):
-        subprocess.run([os.path.join(BUILD, "qemu-img"), "create", "-q",
-                        "-f", "qcow2", os.path.join(d, name + ".qcow2"),
-                        "64M"], check=True)
-    p = pairmod.load(path)
-    errs = p.errors()
-    if errs:
-        raise RuntimeError("bench pair: %s" % "; ".join(map(str, errs)))
-    return p
-
-
-class Client(threading.Thread):
-    """One TCP connection to the guest's port 7777 from NS_CLIENT, a
-    "PING i" every 10 ms; every reply's arrival time (monotonic)."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.stop = threading.Event()
-        self.connected = threading.Event()
-        self.replies = []       # (arrival, round trip ms)
-        self.errors = []
-        self.lock = threading.Lock()
-
-    def run(self):
-        enter_netns(NS_CLIENT)
-        deadline = time.monotonic() + 90
-        sock = None
-        while sock is None:
-            try:
-                sock = socket.create_connection((GUEST_IP, 7777), timeout=2)
-            except OSError as e:
-                if time.monotonic() > deadline:
-                    self.errors.append("connect: %s" % e)
-                    return
-                self.stop.wait(0.5)
-        sock.settimeout(60)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        f = sock.makefile("rw")
-        self.connected.set()
-        i = 0
-        while not self.stop.is_set():
-            i += 1
-            t = time.monotonic()
-            try:
-                f.write("PING %d\n" % i)
-                f.flush()
-                line = f.readline()
-            except OSError as e:
-                self.errors.append("PING %d: %s" % (i, e))
-                return
-            now = time.monotonic()
-            w = line.split()
-            if w[:1] != ["PONG"] or w[2:] != [str(i)]:
-                self.errors.append("PING %d got %r" % (i, line))
-                return
-            with self.lock:
-                self.replies.append((now, (now - t) * 1000))
-            self.stop.wait(0.01)
-        sock.close()
-
-    def count(self):
-        with self.lock:
-            return len(self.replies)
-
-    def wait_count(self, n, timeout):
-        deadline = time.monotonic() + timeout
-        while self.count() < n and not self.errors and self.is_alive():
-            if time.monotonic() > deadline:
-                break
-            self.stop.wait(0.05)
-        return self.count() >= n
-
-    def gap_around(self, t):
-        """(last reply at or before @t, first reply after it)."""
-        with self.lock:
-            before = [r[0] for r in self.replies if r[0] <= t]
-            after = [r[0] for r in self.replies if r[0] > t]
-        return (before[-1] if before else None,
-                after[0] if after else None)
-
-    def rtts_between(self, t0, t1):
-        with self.lock:
-            return [r[1] for r in self.replies if t0 <= r[0] <= t1]
-
-
-def wait_for(what, cond, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    ev = threading.Event()
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise RuntimeError("%s: not after %g s" % (what, timeout))
-        ev.wait(step)
-
-
-def role_of(ctx, name):
-    st = ops.NodeState(ctx.pair.node(name))
-    try:
-        return st.role, st.mode, st.status
-    finally:
-        st.close()
-
-
-def reap(pid):
-    """The QEMUs are children of this process (ops.start): collect a dead
-    one so that it leaves no zombie behind."""
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
-def start_pair(ctx, client=None):
-    """alpha primary, beta secondary, protected."""
-    ops.start(ctx, ctx.pair.node("alpha"), "primary")
-    ops.start(ctx, ctx.pair.node("beta"), "secondary")
-    ops.protect(ctx, progress=False)
-
-
-class EventLog:
-    """A monitor on @node collecting its events (own thread)."""
-
-    def __init__(self, node):
-        self.mon = Monitor.open(node.name, node.monitor_address(), 5)
-        if not self.mon:
-            raise RuntimeError("%s: monitor does not answer" % node.name)
-        self.events = []
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.stop.is_set():
-            try:
-                evs = self.mon.wait_events(0.2)
-            except Exception:
-                return
-            with self.lock:
-                self.events += evs
-
-    def find(self, name):
-        with self.lock:
-            return [e for e in self.events if e["event"] == name]
-
-    def close(self):
-        self.stop.set()
-        self.thread.join(5)
-        self.mon.close()
 
 
 def cost_window(ctx, client, seconds):
     """Client round trips and the primary's checkpoint pauses over
-    @seconds of PINGs on a protected pair."""
+    @seconds of PINGs on a protected pair (no ops.* call meanwhile: the
+    EventLog holds the primary's monitor)."""
     prim = [n for n in ("alpha", "beta")
             if role_of(ctx, n)[0] == "primary"][0]
     evlog = EventLog(ctx.pair.node(prim))
@@ -334,26 +85,15 @@ def cost_window(ctx, client, seconds):
     threading.Event().wait(seconds)
     t1 = time.monotonic()
     evlog.close()
-    pauses = []
-    stop_ts = None
-    for e in evlog.events:
-        ts = e["timestamp"]["seconds"] + e["timestamp"]["microseconds"] / 1e6
-        if e["event"] == "STOP":
-            stop_ts = ts
-        elif e["event"] == "RESUME" and stop_ts is not None:
-            pauses.append((ts - stop_ts) * 1000)
-            stop_ts = None
-    return {"rtt_ms": client.rtts_between(t0, t1), "pause_ms": pauses,
-            "seconds": t1 - t0}
+    return {"rtt_ms": client.rtts_between(t0, t1),
+            "pause_ms": pauses(evlog.events), "seconds": t1 - t0}
 
 
 def part_cost(guest, work, window, delay_ms):
     out = {}
     for label, hb in (("without", False), ("with", True)):
         d = os.path.join(work, "cost-" + label)
-        ctx = ops.Ctx(write_pair(d, guest, hb, delay_ms),
-                      os.path.join(BUILD, "qemu-system-x86_64"),
-                      os.path.join(BUILD, "qemu-img"), quiet=True)
+        ctx = context(write_pair(d, guest, heartbeat=hb, delay_ms=delay_ms))
         client = Client()
         try:
             start_pair(ctx)
@@ -374,9 +114,7 @@ def part_cost(guest, work, window, delay_ms):
                     benchlib.percentile(w["pause_ms"], 99)
                     if w["pause_ms"] else -1))
         finally:
-            client.stop.set()
-            if client.ident:
-                client.join(10)
+            client.finish()
             ops.stop(ctx, list(ctx.pair.nodes.values()))
     return out
 
@@ -473,9 +211,7 @@ def one_run(ctx, client, kind):
                             lambda: evlog.find("COLO_HEARTBEAT_LOST"), 30)
             ev = lost[0]
             res["event"] = ev["data"]
-            ts = (ev["timestamp"]["seconds"] +
-                  ev["timestamp"]["microseconds"] / 1e6)
-            res["event_after_fault_ms"] = (ts - wall) * 1000
+            res["event_after_fault_ms"] = (event_time(ev) - wall) * 1000
             want = ("peer-failover-safe" if kind == "freeze"
                     else "peer-exit")
             if ev["data"]["reason"] != want or \
@@ -501,9 +237,7 @@ def one_run(ctx, client, kind):
 
 def part_failover(guest, work, runs, delay_ms, kinds=KINDS):
     d = os.path.join(work, "failover")
-    ctx = ops.Ctx(write_pair(d, guest, True, delay_ms),
-                  os.path.join(BUILD, "qemu-system-x86_64"),
-                  os.path.join(BUILD, "qemu-img"), quiet=True)
+    ctx = context(write_pair(d, guest, heartbeat=True, delay_ms=delay_ms))
     client = Client()
     results = []
     failures = []
@@ -530,22 +264,12 @@ def part_failover(guest, work, runs, delay_ms, kinds=KINDS):
                         " (%s after %.0f ms)" % (r["event"]["reason"],
                                                  r["event_after_fault_ms"])))
     finally:
-        client.stop.set()
-        if client.ident:
-            client.join(10)
+        client.finish()
         try:
             ops.stop(ctx, list(ctx.pair.nodes.values()))
         except Exception as e:
             note("stop: %s" % e)
     return results, failures, client
-
-
-def stats(values):
-    if not values:
-        return None
-    return {"n": len(values), "p50": benchlib.percentile(values, 50),
-            "p99": benchlib.percentile(values, 99), "min": min(values),
-            "max": max(values)}
 
 
 def main():
@@ -616,17 +340,7 @@ def main():
         failures.append("aborted: %s" % e)
         traceback.print_exc(file=sys.stderr)
     finally:
-        # any QEMU still running in our directory
-        for root, _, files in os.walk(work):
-            for f in files:
-                if f.endswith(".pid"):
-                    try:
-                        pid = int(open(os.path.join(root, f)).read())
-                        if "cfb-" in open("/proc/%d/cmdline" % pid).read():
-                            os.kill(pid, signal.SIGKILL)
-                            reap(pid)
-                    except (OSError, ValueError):
-                        pass
+        kill_strays(work)       # any QEMU of ours still running
         signal.alarm(0)
         cleanup_network()
         shutil.rmtree(work, ignore_errors=True)
