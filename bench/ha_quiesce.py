@@ -14,6 +14,13 @@ from the trigger:
     neither the QMP client here nor polling delays it).
 Fork and upstream runs alternate, so both see the same machine load.
 
+Each fork run is also split at the freeze's trigger (query-failover-safe's
+"since"): before it, the command's dispatch, and for a memory failure the
+SIGBUS of the test-only injection (x-inject-memory-failure, a QMP command
+itself) reaching the main loop; after it, the freeze.  A real memory
+failure has no command before it, and the agent's clock starts at its
+first command.
+
 Beside that table, where the fork's freeze spends its time: each step of
 ha_quiesce_complete() sends the ha_quiesce_phase trace event with how long
 it took (monotonic clock, inside QEMU), read back from the fork's trace
@@ -186,6 +193,7 @@ def one_run(flavour, trigger, g, workdir):
             raise RuntimeError("image not locked while the VM runs")
         watcher = LockWatcher(image)
         t0 = time.monotonic()
+        wall0 = time.time()
         if fork:
             if trigger == "memory-failure":
                 vm.cmd("x-inject-memory-failure", address=0x100000,
@@ -207,8 +215,15 @@ def one_run(flavour, trigger, g, workdir):
         pinger.stop = True
         if watcher.released_at is None:
             raise RuntimeError("image lock never released")
+        trigger_ms = None
+        if fork:
+            # when the freeze was triggered (host realtime, microseconds):
+            # the command's dispatch, and for a memory failure the
+            # SIGBUS's way to the main loop, come before it
+            since = vm.cmd("query-failover-safe")["since"]
+            trigger_ms = (since / 1e6 - wall0) * 1000.0
         return ((t_safe - t0) * 1000.0, (watcher.released_at - t0) * 1000.0,
-                vm.stderr_path)
+                trigger_ms, vm.stderr_path)
     finally:
         if watcher:
             watcher.close()
@@ -246,15 +261,17 @@ def main():
                     ("baseline", "memory-failure")] + variants
     if not opts.fork_only:
         variants.append(("upstream", "qmp-agent"))
-    results = {v: ([], []) for v in variants}
+    results = {v: ([], [], []) for v in variants}
     phases = {v: {} for v in variants if v[0] != "upstream"}
     workdir = benchlib.scratch_dir("ha-bench-")
     try:
         for i in range(opts.runs):
             for v in variants:
-                safe, lock, trace = one_run(v[0], v[1], g, workdir)
+                safe, lock, trig, trace = one_run(v[0], v[1], g, workdir)
                 results[v][0].append(safe)
                 results[v][1].append(lock)
+                if trig is not None:
+                    results[v][2].append(trig)
                 if v in phases:
                     for step, us in read_phases(trace).items():
                         phases[v].setdefault(step, []).append(us / 1000.0)
@@ -269,10 +286,29 @@ def main():
                                          "unlock p50", "unlock p99"))
     table = {}
     for v in variants:
-        s, l = (benchlib.summary(x) for x in results[v])
+        s, l = (benchlib.summary(x) for x in results[v][:2])
         table["%s/%s" % v] = {"safe_ms": s, "unlock_ms": l}
         print("%-28s %10.2f %10.2f %12.2f %12.2f"
               % ("%s (%s)" % v, s["p50"], s["p99"], l["p50"], l["p99"]))
+    print()
+    print("The fork's time split at the freeze's trigger (query-failover-"
+          "safe's 'since'): before it, the command's dispatch (and for a "
+          "memory failure the test-only injection's SIGBUS reaching the "
+          "main loop); after it, the freeze to the lock released (ms)")
+    print("%-28s %12s %12s %12s %12s" % ("variant", "to trig p50",
+                                         "to trig p99", "unlock p50",
+                                         "unlock p99"))
+    for v in variants:
+        safe, lock, trig = results[v]
+        if not trig:
+            continue
+        before = benchlib.summary(trig)
+        after = benchlib.summary([u - t for u, t in zip(lock, trig)])
+        table["%s/%s" % v].update(to_trigger_ms=before,
+                                  trigger_to_unlock_ms=after)
+        print("%-28s %12.2f %12.2f %12.2f %12.2f"
+              % ("%s (%s)" % v, before["p50"], before["p99"],
+                 after["p50"], after["p99"]))
     if "upstream/qmp-agent" in table:
         up = table["upstream/qmp-agent"]
         for name in ("fork/ha-quiesce", "fork/memory-failure"):
