@@ -137,32 +137,36 @@ static bool ha_inject_memdev_addr(const char *memdev, uint64_t address,
     return true;
 }
 
-void qmp_x_inject_memory_failure(uint64_t address, bool action_required,
-                                 bool has_during_freeze, bool during_freeze,
-                                 const char *memdev, Error **errp)
+InjectedMemoryFailure *qmp_x_inject_memory_failure(uint64_t address,
+                                                   bool action_required,
+                                                   bool has_during_freeze,
+                                                   bool during_freeze,
+                                                   const char *memdev,
+                                                   Error **errp)
 {
     uint64_t psize = qemu_real_host_page_size();
+    InjectedMemoryFailure *info;
     uintptr_t host;
 
     if (address & (psize - 1)) {
         error_setg(errp, "address 0x%" PRIx64 " is not aligned to the page "
                    "size (0x%" PRIx64 ")", address, psize);
-        return;
+        return NULL;
     }
     if (memdev ? !ha_inject_memdev_addr(memdev, address, &host, errp) :
         !ha_inject_host_addr(address, &host, errp)) {
-        return;
+        return NULL;
     }
 
     if (action_required) {
         if (!tcg_enabled() && !kvm_enabled()) {
             error_setg(errp, "an action-required memory failure needs a "
                        "vCPU thread running guest code (TCG or KVM)");
-            return;
+            return NULL;
         }
         if (!first_cpu || !first_cpu->thread_id) {
             error_setg(errp, "no vCPU thread");
-            return;
+            return NULL;
         }
     }
 
@@ -173,6 +177,7 @@ void qmp_x_inject_memory_failure(uint64_t address, bool action_required,
     trace_ha_inject_memory_failure(address, (void *)host,
                                    action_required ? first_cpu->thread_id :
                                    getpid(), action_required);
+    info = g_new0(InjectedMemoryFailure, 1);
     if (has_during_freeze && during_freeze) {
         HaDeferredSigbus *d = g_new0(HaDeferredSigbus, 1);
 
@@ -180,9 +185,14 @@ void qmp_x_inject_memory_failure(uint64_t address, bool action_required,
         d->host = host;
         d->action_required = action_required;
         ha_quiesce_add_notifier(&d->notifier);
-        return;
+        return info;
+    }
+    if (!action_required) {
+        info->has_sent_us = true;
+        info->sent_us = g_get_monotonic_time();
     }
     ha_inject_sigbus(host, action_required);
+    return info;
 }
 
 static void ha_internal_error_on_vcpu(CPUState *cpu, run_on_cpu_data data)

@@ -596,12 +596,28 @@ static void check_dump_guest_memory(QTestState *qts)
  */
 static void inject_and_expect_freeze(QTestState *qts, bool action_required)
 {
-    QDict *ev;
+    int64_t before = g_get_monotonic_time();
+    QDict *ev, *rsp, *ret;
 
-    qtest_qmp_assert_success(qts, "{ 'execute': 'x-inject-memory-failure', "
-                             "'arguments': { 'address': %d, "
-                             "'action-required': %i } }", POISON_GPA,
-                             action_required);
+    rsp = qtest_qmp(qts, "{ 'execute': 'x-inject-memory-failure', "
+                    "'arguments': { 'address': %d, "
+                    "'action-required': %i } }", POISON_GPA,
+                    action_required);
+    /*
+     * An action-optional failure says when its SIGBUS was queued, on
+     * this host's monotonic clock: between the request and the reply
+     */
+    ret = qdict_get_qdict(rsp, "return");
+    g_assert(ret);
+    if (action_required) {
+        g_assert(!qdict_haskey(ret, "sent-us"));
+    } else {
+        int64_t sent = qdict_get_int(ret, "sent-us");
+
+        g_assert_cmpint(sent, >=, before);
+        g_assert_cmpint(sent, <=, g_get_monotonic_time());
+    }
+    qobject_unref(rsp);
     ev = qtest_qmp_eventwait_ref(qts, "HARDWARE_ERROR");
     check_hardware_error(qdict_get_qdict(qdict_get_qdict(ev, "data"),
                                          "error"), action_required, "freeze");
