@@ -50,8 +50,7 @@ typedef struct ColoResendFrame {
     uint8_t data[];
 } ColoResendFrame;
 
-/* Whether the frame at @p (after any virtio-net header) is TCP */
-static bool colo_resend_is_tcp(const uint8_t *p, size_t len)
+bool colo_frame_is_tcp(const uint8_t *p, size_t len)
 {
     size_t l3 = ETH_HLEN;
     uint16_t proto;
@@ -109,7 +108,7 @@ void colo_resend_keep(ColoResend *r, NetFilterState *nf,
     }
     f = g_malloc(sizeof(*f) + size);
     f->size = iov_to_buf(iov, iovcnt, 0, f->data, size);
-    if (!colo_resend_is_tcp(f->data + hdr, f->size - hdr)) {
+    if (!colo_frame_is_tcp(f->data + hdr, f->size - hdr)) {
         g_free(f);
         return;
     }

@@ -25,6 +25,12 @@ void colo_resend_keep(ColoResend *r, NetFilterState *nf,
 void colo_resend_drop(ColoResend *r, NetFilterState *nf);
 void colo_resend_release(ColoResend *r, NetFilterState *nf);
 
+/*
+ * Whether the Ethernet frame at @p (@len bytes, after any virtio-net
+ * header) carries TCP over IPv4 or IPv6, with or without a VLAN tag.
+ */
+bool colo_frame_is_tcp(const uint8_t *p, size_t len);
+
 static inline unsigned colo_resend_frames(ColoResend *r)
 {
     return g_queue_get_length(&r->frames);

@@ -40,6 +40,7 @@
 #include "migration/colo-replication-links.h"
 #include "net/net.h"
 #include "net/net-freeze.h"
+#include "net/colo-freeze-forward.h"
 #include "system/cpus.h"
 #include "system/runstate.h"
 #include "system/ha-quiesce.h"
@@ -221,6 +222,7 @@ void ha_quiesce_trigger(const char *reason)
         return;
     }
     qemu_net_freeze();
+    colo_freeze_forward_arm();
     haq.t0_us = g_get_monotonic_time();
     ha_quiesce_ask_vcpus_to_stop();
     /* the IOThreads acknowledge the gate while the freeze goes on */

@@ -4,7 +4,9 @@
  * The network freeze: once frozen, no frame leaves any backend, filter
  * or colo-compare any more, and queued frames are dropped on delivery.
  * Used by HA quiesce (failover-safe): the node that takes over is about
- * to use the guest's addresses.
+ * to use the guest's addresses.  The one exception: a frozen COLO
+ * primary passes its clients' TCP frames on to its secondary
+ * (include/net/colo-freeze-forward.h).
  *
  * Copyright (c) 2026 COLO-HA fork
  */

@@ -37,6 +37,12 @@ the first node, the primary, listens).  Prints TAP:
      colo-compare held, so the client receives every packet the guest
      sent, with no gap in their IP IDs (a gap is a packet left stranded
      for the guest to retransmit after its RTO)
+  9. the client's requests that reach a primary frozen in failover-safe
+     (ha-quiesce) are passed on to the secondary: with the heartbeat's
+     failover=manual and a client that would wait 60 s for a lost
+     segment, the secondary answers them (held until its failover), the
+     manager's failover releases the answers and the client continues
+     without retransmitting anything
 
 Needs root (network namespaces, taps), like colo-e2e.py.
 """
@@ -45,6 +51,8 @@ import importlib.util
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -60,7 +68,7 @@ _spec.loader.exec_module(e2e)
 HB_PORT = 9010
 HB_SETTINGS = {"interval": 100, "timeout": 1000, "failover": "auto",
                "port": HB_PORT}
-TOTAL = 8
+TOTAL = 9
 GLOBAL_TIMEOUT = 900
 
 
@@ -532,6 +540,83 @@ def scenario_held_output_released():
     e2e.tap(ok, name, diag)
 
 
+def total_retrans(sock):
+    """The segments @sock's TCP has retransmitted so far (struct
+    tcp_info's tcpi_total_retrans, at offset 100)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return struct.unpack_from("I", info, 100)[0]
+
+
+def qom_count(vm, path, prop):
+    return vm.ok("qom-get", path=path, property=prop)
+
+
+def scenario_frozen_primary_forwards():
+    """Test 9: a frozen COLO primary passes its clients' frames on."""
+    pair = e2e.Pair("hb7", heartbeat=dict(HB_SETTINGS, failover="manual"))
+    client = e2e.Client()
+    diag, ok = [], False
+    # A lost segment now waits 60 s for its retransmission (no tail loss
+    # probe, a 60 s minimum RTO): a reply within the test's bounds means
+    # the request the frozen primary received went on to the secondary.
+    e2e.run(["ip", "route", "replace", e2e.GUEST_IP, "dev", e2e.VETH_C,
+             "rto_min", "60s"], ns=e2e.NS_CLIENT)
+    early_retrans = e2e.run(["sysctl", "-n", "net.ipv4.tcp_early_retrans"],
+                            ns=e2e.NS_CLIENT).stdout.strip()
+    e2e.run(["sysctl", "-qw", "net.ipv4.tcp_early_retrans=0"],
+            ns=e2e.NS_CLIENT)
+    try:
+        start_serving(pair, client)
+        client.http_paused.set()
+        client.wait_replies(client.count() + 3, 10)
+        retrans0 = total_retrans(client.sock)
+        pair.p.ok("ha-quiesce", reason="forwarding test")
+        n0 = client.count()
+        e2e.log("primary frozen (ha-quiesce); heartbeat failover=manual")
+        lost = wait_event(pair.s, "COLO_HEARTBEAT_LOST", 30)
+        forwarded = kept = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (forwarded and kept):
+            forwarded = qom_count(pair.p, "/objects/m0", "frozen-forwarded")
+            kept = qom_count(pair.s, "/objects/f2", "resend-frames")
+            time.sleep(0.05)
+        while_frozen = client.count() - n0
+        e2e.log("the frozen primary passed %d frames on; the secondary "
+                "keeps %d of its own" % (forwarded, kept))
+        e2e.failover(pair.s)
+        e2e.log("the manager failed the secondary over")
+        more = client.wait_replies(n0 + 5, 30)
+        retrans = total_retrans(client.sock) - retrans0
+        mode = pair.s.ok("query-colo-status")["mode"]
+        diag += ["secondary: COLO_HEARTBEAT_LOST %s"
+                 % (lost and json.dumps(lost["data"])),
+                 "frames passed on by the frozen primary: %d, kept by the "
+                 "secondary: %d" % (forwarded, kept),
+                 "replies while frozen: %d, after the failover: %d"
+                 % (while_frozen, client.count() - n0 - while_frozen),
+                 "segments the client retransmitted: %d" % retrans,
+                 "secondary colo mode %s, client errors %s"
+                 % (mode, client.errors[:3])]
+        ok = (lost is not None and
+              lost["data"]["reason"] == "peer-failover-safe" and
+              lost["data"]["action"] == "none" and forwarded >= 1 and
+              kept >= 1 and while_frozen <= 1 and more and retrans == 0 and
+              mode == "none" and not client.errors)
+    except Exception as e:
+        diag.append("exception: %s" % e)
+        diag += traceback.format_exc().splitlines()[-4:]
+    finally:
+        e2e.run(["ip", "route", "replace", e2e.GUEST_IP, "dev", e2e.VETH_C],
+                ns=e2e.NS_CLIENT, check=False)
+        e2e.run(["sysctl", "-qw",
+                 "net.ipv4.tcp_early_retrans=" + early_retrans],
+                ns=e2e.NS_CLIENT, check=False)
+    client.finish()
+    e2e.tap(ok, "requests that reach a frozen primary go on to the "
+            "secondary, which answers them at its failover: the client "
+            "retransmits nothing", diag)
+
+
 def main():
     e2e.init(demo="--demo" in sys.argv, keep="--keep" in sys.argv)
     signal.signal(signal.SIGTERM, e2e.on_signal)
@@ -561,6 +646,8 @@ def main():
         scenario_memory_failure_hands_over()
         e2e.cleanup_vms()
         scenario_held_output_released()
+        e2e.cleanup_vms()
+        scenario_frozen_primary_forwards()
     except BaseException as e:
         e2e.log("aborted: %s" % e)
         for line in traceback.format_exc().splitlines()[-6:]:

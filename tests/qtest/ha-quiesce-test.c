@@ -1008,19 +1008,26 @@ static bool frame_arrives(int fd, int timeout_ms)
     return recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0;
 }
 
+/* @frame, length-prefixed as a socket netdev or chardev takes it */
+static void send_framed(int fd, uint8_t *frame, size_t size)
+{
+    uint32_t len = htonl(size);
+    struct iovec iov[] = {
+        { .iov_base = &len, .iov_len = sizeof(len) },
+        { .iov_base = frame, .iov_len = size },
+    };
+
+    g_assert_cmpint(iov_send(fd, iov, 2, 0, sizeof(len) + size),
+                    ==, sizeof(len) + size);
+}
+
 static void inject_frame(int fd)
 {
     uint8_t frame[64] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
                           0x52, 0x54, 0x00, 0x12, 0x34, 0x56,
                           0x08, 0x00 };
-    uint32_t len = htonl(sizeof(frame));
-    struct iovec iov[] = {
-        { .iov_base = &len, .iov_len = sizeof(len) },
-        { .iov_base = frame, .iov_len = sizeof(frame) },
-    };
 
-    g_assert_cmpint(iov_send(fd, iov, 2, 0, sizeof(len) + sizeof(frame)),
-                    ==, sizeof(len) + sizeof(frame));
+    send_framed(fd, frame, sizeof(frame));
 }
 
 static void test_net_frozen(void)
@@ -1055,6 +1062,66 @@ static void test_net_frozen(void)
     g_assert_cmpint(n, ==, 0);
 
     close(chr);
+    close(backend[0]);
+    unlink(sock_path);
+    qtest_quit(qts);
+}
+
+/* A TCP segment over IPv4 */
+static void send_tcp_frame(int fd)
+{
+    uint8_t frame[64] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56,
+                          0x52, 0x54, 0x00, 0x65, 0x43, 0x21,
+                          0x08, 0x00, 0x45 };
+
+    frame[14 + 9] = 6;          /* IP protocol: TCP */
+    send_framed(fd, frame, sizeof(frame));
+}
+
+/*
+ * A frozen COLO primary passes its clients' TCP frames on to its
+ * secondary through filter-mirror (net/colo-freeze-forward.c); a node
+ * that was no COLO primary at the freeze must not: its filter-mirror, a
+ * copy of the traffic for whatever listens, sends nothing once frozen.
+ */
+static void test_net_mirror_frozen(void)
+{
+    int backend[2], mirror;
+    char sock_path[] = "/tmp/ha-quiesce-mirror.XXXXXX";
+    QTestState *qts;
+    QDict *rsp;
+    int n = 0, i;
+
+    g_assert(socketpair(PF_UNIX, SOCK_STREAM, 0, backend) == 0);
+    g_assert(mkstemp(sock_path) >= 0);
+    qts = qtest_initf("-machine pc -nic socket,id=n0,fd=%d "
+                      "-chardev socket,id=mirror0,path=%s,server=on,wait=off "
+                      "-object filter-mirror,id=m0,netdev=n0,queue=tx,"
+                      "outdev=mirror0", backend[1], sock_path);
+    mirror = unix_connect(sock_path, NULL);
+    g_assert(mirror >= 0);
+    qtest_qmp_assert_success(qts, "{ 'execute': 'query-status' }");
+
+    /* before: the mirror copies what the network sends the guest */
+    send_tcp_frame(backend[0]);
+    g_assert(frame_arrives(mirror, 5000));
+
+    quiesce(qts, "net-mirror");
+    for (i = 0; i < 10; i++) {
+        send_tcp_frame(backend[0]);
+    }
+    qtest_qmp_assert_success(qts, "{ 'execute': 'query-status' }");
+    while (frame_arrives(mirror, 500)) {
+        n++;
+    }
+    g_assert_cmpint(n, ==, 0);
+    rsp = qtest_qmp(qts, "{ 'execute': 'qom-get', 'arguments': {"
+                    " 'path': '/objects/m0', 'property': 'frozen-forwarded' }"
+                    " }");
+    g_assert_cmpint(qdict_get_int(rsp, "return"), ==, 0);
+    qobject_unref(rsp);
+
+    close(mirror);
     close(backend[0]);
     unlink(sock_path);
     qtest_quit(qts);
@@ -1872,6 +1939,7 @@ int main(int argc, char **argv)
     qtest_add_func("/ha-quiesce/block-lock-released",
                    test_block_lock_released);
     qtest_add_func("/ha-quiesce/net-frozen", test_net_frozen);
+    qtest_add_func("/ha-quiesce/net-mirror-frozen", test_net_mirror_frozen);
     qtest_add_func("/ha-quiesce/net-queued-purged", test_net_queued_purged);
     qtest_add_func("/ha-quiesce/during-block-job", test_during_block_job);
     qtest_add_func("/ha-quiesce/flush-failure", test_flush_failure);
