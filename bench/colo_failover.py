@@ -152,6 +152,25 @@ def agent(ctx, prim, sec, result, ready):
         mon.close()
 
 
+def stuck_state(ctx, evlog):
+    """What each node and the survivor's events say, for a fault after
+    which the client got no reply (a monitor serves one client at a
+    time: @evlog, when given, is closed first)."""
+    events = []
+    if evlog:
+        with evlog.lock:
+            events = [(ev["event"], ev.get("data")) for ev in evlog.events
+                      if ev["event"].startswith("COLO_")]
+        evlog.close()
+    states = {}
+    for name in ("alpha", "beta"):
+        try:
+            states[name] = role_of(ctx, name)
+        except Exception as e:
+            states[name] = "unknown: %s" % e
+    return "nodes %s, the survivor's COLO events %s" % (states, events)
+
+
 def one_run(ctx, client, kind):
     """One fault (of the primary, or of the secondary for the kind
     "secondary"); the interruption and what happened."""
@@ -195,7 +214,8 @@ def one_run(ctx, client, kind):
             os.kill(pid, signal.SIGKILL)
         if not client.wait_count(client.count() + 5, 60):
             raise RuntimeError("the client got no reply after the fault: "
-                               "%s%s" % (client.errors, agent_res))
+                               "%s%s; %s" % (client.errors, agent_res,
+                                             stuck_state(ctx, evlog)))
         last, first = client.gap_around(t_fault)
         res["interruption_ms"] = (first - last) * 1000
         res["after_fault_ms"] = (first - t_fault) * 1000

@@ -367,6 +367,9 @@ class EventLog:
             return [e for e in self.events if e["event"] == name]
 
     def close(self):
+        """Stop collecting and free the monitor (again: nothing)."""
+        if self.stop.is_set():
+            return
         self.stop.set()
         self.thread.join(5)
         self.mon.close()
