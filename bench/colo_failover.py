@@ -78,8 +78,11 @@ def cost_window(ctx, client, seconds):
     """Client round trips and the primary's checkpoint pauses over
     @seconds of PINGs on a protected pair (no ops.* call meanwhile: the
     EventLog holds the primary's monitor)."""
-    prim = [n for n in ("alpha", "beta")
-            if role_of(ctx, n)[0] == "primary"][0]
+    # (a node whose monitor is still busy with the previous client reads
+    # as "stopped" for a moment: ask again)
+    prim = wait_for("a primary", lambda: next(
+        (n for n in ("alpha", "beta") if role_of(ctx, n)[0] == "primary"),
+        None), 30, 0.2)
     evlog = EventLog(ctx.pair.node(prim))
     t0 = time.monotonic()
     threading.Event().wait(seconds)
@@ -174,8 +177,11 @@ def stuck_state(ctx, evlog):
 def one_run(ctx, client, kind):
     """One fault (of the primary, or of the secondary for the kind
     "secondary"); the interruption and what happened."""
-    prim = [n for n in ("alpha", "beta")
-            if role_of(ctx, n)[0] == "primary"][0]
+    # (a node whose monitor is still busy with the previous client reads
+    # as "stopped" for a moment: ask again)
+    prim = wait_for("a primary", lambda: next(
+        (n for n in ("alpha", "beta") if role_of(ctx, n)[0] == "primary"),
+        None), 30, 0.2)
     p, s = ctx.pair.node(prim), ctx.pair.node(prim).peer
     if kind == "secondary":
         p, s = s, p     # the victim is p, the survivor s, as for the others
