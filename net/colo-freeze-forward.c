@@ -61,6 +61,7 @@ void colo_freeze_forward(NetClientState *sender, const struct iovec *iov,
     g_autofree uint8_t *frame = NULL;
     size_t size = iov_size(iov, iovcnt);
     NetFilterState *nf;
+    bool sent;
 
     /* the gate may be reached from another thread: only the main one */
     if (!bql_locked() || !colo_freeze_forwarding ||
@@ -80,8 +81,8 @@ void colo_freeze_forward(NetClientState *sender, const struct iovec *iov,
                 return;
             }
         }
+        sent = filter_mirror_forward_frozen(nf, frame, size);
         trace_colo_freeze_forward(
-            object_get_canonical_path_component(OBJECT(nf)), size,
-            filter_mirror_forward_frozen(nf, frame, size));
+            object_get_canonical_path_component(OBJECT(nf)), size, sent);
     }
 }
