@@ -72,6 +72,7 @@ import traceback
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(TOP, "build", "qemu", "python"))
+from qemu.qmp import ConnectError, QMPError  # noqa: E402
 from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402
 from qemu.colo import ops, pair as pairmod  # noqa: E402
 
@@ -572,8 +573,26 @@ class VM:
                 raise RuntimeError("%s: QEMU did not start: %s"
                                    % (self.name, self.stderr_tail()))
             time.sleep(0.1)
-        self.qmp = QEMUMonitorProtocol(self.qmp_path)
-        self.qmp.connect(negotiate=True)
+        while True:
+            qmp = QEMUMonitorProtocol(self.qmp_path)
+            try:
+                qmp.connect(negotiate=True)
+                break
+            except ConnectError as e:
+                # the socket exists from its bind(), QEMU listens a moment
+                # later: refused until then
+                try:
+                    qmp.close()
+                except Exception:
+                    pass
+                if (not isinstance(e.exc, ConnectionRefusedError) or
+                        self.proc.poll() is not None or
+                        time.monotonic() > deadline):
+                    raise RuntimeError("%s: cannot connect to QMP: %s; %s"
+                                       % (self.name, e,
+                                          self.stderr_tail()[-600:])) from e
+                time.sleep(0.1)
+        self.qmp = qmp
         self.qmp.settimeout(30)
 
     def stderr_tail(self):
@@ -585,10 +604,31 @@ class VM:
 
     def cmd(self, _name, **args):
         name = _name
-        r = self.qmp.cmd_obj({"execute": name, "arguments": args} if args
-                             else {"execute": name})
+        if self.qmp is None:
+            raise RuntimeError("%s: %s: no QMP connection (QEMU %s)"
+                               % (self.name, name, "runs" if self.alive()
+                                  else "exited"))
+        try:
+            r = self.qmp.cmd_obj({"execute": name, "arguments": args} if args
+                                 else {"execute": name})
+        except QMPError as e:
+            why = self.lost_monitor(name, e)
+            self.close_qmp()
+            raise RuntimeError(why) from None
         self.events += self.qmp.get_events(wait=False)
         return r
+
+    def lost_monitor(self, name, err):
+        """Why @name found the QMP connection closed: whether QEMU exited
+        (and how) or still runs, and the end of its output."""
+        try:
+            status = self.proc.wait(5)
+            why = "QEMU exited with status %s" % status
+        except subprocess.TimeoutExpired:
+            why = "QEMU still runs"
+        return ("%s: %s: the QMP connection is gone (%s); %s; its output "
+                "ends: %s" % (self.name, name, err, why,
+                              self.stderr_tail()[-600:]))
 
     def ok(self, _name, **args):
         name = _name
@@ -602,13 +642,16 @@ class VM:
         """Run a command without arguments, giving up after @timeout
         seconds: its reply, or None when QEMU did not answer in time (the
         QMP connection is not to be used again then)."""
+        if self.qmp is None:
+            return None
         self.qmp.settimeout(timeout)
         try:
             return self.cmd(_name)
         except Exception:
             return None
         finally:
-            self.qmp.settimeout(30)
+            if self.qmp:
+                self.qmp.settimeout(30)
 
     def hmp(self, line):
         out = self.ok("human-monitor-command", **{"command-line": line})
